@@ -1,0 +1,222 @@
+"""`retrieve`: the command-line shell over :class:`retrieval.Engine`.
+
+Results go to stdout (a table, or JSON with --json); progress, warnings and errors go to
+stderr. A user error prints one line and exits with code 2; nothing here holds logic
+that another front end would need.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .engine import Engine, Hit, IndexReport
+from .errors import IndexNotFoundError, RetrievalError
+from .extractors import POOLINGS, ExtractorConfig, list_backbones
+from .extractors.base import RESIZE_MODES
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Content-based image retrieval: index folders of images, find similar ones.")
+out = Console(soft_wrap=True)
+err = Console(stderr=True)
+
+DEFAULT_INDEX_DIR = "indexes/default"
+
+IndexDir = Annotated[Path, typer.Option("--index-dir", "-i", envvar="RETRIEVE_INDEX_DIR",
+                                        help="Index bundle folder.")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn library errors into one line on stderr and exit code 2 (1 for a bug)."""
+    try:
+        yield
+    except RetrievalError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print("interrupted: run the same command again to finish", highlight=False)
+        raise typer.Exit(130) from None
+    except Exception as e:  # a bug: say so in one line, the traceback on request
+        if os.environ.get("RETRIEVE_DEBUG"):
+            raise
+        err.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (set RETRIEVE_DEBUG=1 for the traceback)",
+                  highlight=False)
+        raise typer.Exit(1) from None
+
+
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    bar = Progress(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=err, transient=True)
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+@app.command("index")
+def index_cmd(
+    folders: Annotated[list[Path], typer.Argument(help="Folders (or files) of images, searched recursively.")],
+    index_dir: IndexDir = Path(DEFAULT_INDEX_DIR),
+    backbone: Annotated[Optional[str], typer.Option(help=f"CNN backbone: {', '.join(list_backbones())}.")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Local weights file for the backbone.")] = None,
+    pooling: Annotated[Optional[str], typer.Option(help=f"Global pooling: {', '.join(POOLINGS)}.")] = None,
+    gem_p: Annotated[Optional[float], typer.Option(help="GeM exponent.")] = None,
+    image_size: Annotated[Optional[int], typer.Option(help="Input canvas side in pixels.")] = None,
+    resize: Annotated[Optional[str], typer.Option(help=f"Resize mode: {', '.join(RESIZE_MODES)}.")] = None,
+    index_type: Annotated[str, typer.Option("--index", help="ANN index type for a new index.")] = "flat",
+    device: Device = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    workers: Annotated[Optional[int], typer.Option(min=0, help="Decode worker processes.")] = None,
+    json_out: JsonFlag = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Add new and changed images below FOLDERS, forget vanished ones."""
+    with _user_errors():
+        options = {"backbone": backbone, "weights": str(weights.resolve()) if weights else None,
+                   "pooling": pooling, "gem_p": gem_p, "image_size": image_size, "resize": resize}
+        engine_kwargs = {"device": device, "batch_size": batch_size, "workers": workers}
+        try:
+            engine = Engine.open(index_dir, **engine_kwargs)
+            engine.require_config(**{k: v for k, v in options.items() if k != "weights"})
+        except IndexNotFoundError:
+            config = ExtractorConfig(**{k: v for k, v in options.items() if v is not None})
+            engine = Engine.create(index_dir, config, index=index_type, **engine_kwargs)
+        with engine, _progress_bar(not quiet) as progress:
+            report = engine.index(folders, progress=progress)
+        _print_report(report, json_out)
+
+
+def _print_report(report: IndexReport, json_out: bool) -> None:
+    for path, reason in report.failed[:20]:
+        err.print(f"[yellow]skipped[/yellow] {path}: {reason}", highlight=False)
+    if len(report.failed) > 20:
+        err.print(f"... and {len(report.failed) - 20} more failed files (`retrieve info` lists them)")
+    if json_out:
+        print(json.dumps(report.to_dict()))
+        return
+    out.print(
+        f"added {report.added}, updated {report.updated}, moved {report.moved}, "
+        f"duplicates {report.duplicates}, removed {report.removed}, unchanged {report.unchanged}, "
+        f"failed {len(report.failed)}: {report.embedded} images embedded in {report.seconds:.1f} s "
+        f"({report.images_per_second:.1f} images/s)", highlight=False)
+
+
+@app.command("query")
+def query_cmd(
+    images: Annotated[Optional[list[Path]], typer.Argument(help="Query image files; several are combined.")] = None,
+    ids: Annotated[Optional[list[int]], typer.Option("--id", help="Query by an indexed image's id.")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, help="How many results.")] = 10,
+    where: Annotated[Optional[list[str]], typer.Option(help="Metadata filter KEY=VALUE (repeatable).")] = None,
+    index_dir: IndexDir = Path(DEFAULT_INDEX_DIR),
+    device: Device = "auto",
+    json_out: JsonFlag = False,
+) -> None:
+    """Find the indexed images most similar to IMAGES (and/or --id)."""
+    with _user_errors():
+        if not images and not ids:
+            raise RetrievalError("give at least one query image or --id")
+        with Engine.open(index_dir, device=device) as engine:
+            start = time.perf_counter()
+            query: list[Any] = [str(p) for p in images or []]
+            if ids:
+                query.append(engine.vectors(ids))
+            hits = engine.search(query, k=k, where=_parse_where(where), exclude=ids or ())
+            elapsed = time.perf_counter() - start - engine.load_seconds
+        _print_hits(hits, json_out, engine.load_seconds, elapsed)
+
+
+def _parse_where(items: list[str] | None) -> dict[str, Any] | None:
+    if not items:
+        return None
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RetrievalError(f"--where {item!r}: expected KEY=VALUE")
+        try:
+            parsed[key] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[key] = value
+    return parsed
+
+
+def _print_hits(hits: list[Hit], json_out: bool, load_s: float, query_s: float) -> None:
+    if json_out:
+        print(json.dumps({
+            "results": [{"rank": r, "id": h.id, "score": round(h.score, 6), "path": h.path, "metadata": h.metadata}
+                        for r, h in enumerate(hits, 1)],
+            "timing": {"model_load_s": round(load_s, 4), "query_s": round(query_s, 4)},
+        }))
+        return
+    table = Table("rank", "score", "id", "path")
+    for rank, h in enumerate(hits, 1):
+        table.add_row(str(rank), f"{h.score:.4f}", str(h.id), h.path)
+    out.print(table)
+    err.print(f"model load {load_s:.2f} s, query {query_s * 1000:.1f} ms", highlight=False)
+
+
+@app.command("info")
+def info_cmd(index_dir: IndexDir = Path(DEFAULT_INDEX_DIR), json_out: JsonFlag = False) -> None:
+    """Show what an index holds: count, extractor, index type, size, failed files."""
+    with _user_errors(), Engine.open(index_dir) as engine:
+        info = engine.info()
+    if json_out:
+        print(json.dumps(info))
+        return
+    ex = info["extractor"]
+    lines = [
+        f"index       {info['path']}",
+        f"images      {info['count']} indexed, {info['failed_count']} failed",
+        f"extractor   {ex['kind']} {ex['backbone']}, {ex['pooling']} pooling"
+        + (f" (p={ex['gem_p']})" if ex["gem_p"] else "") + f", {ex['image_size']} px {ex['resize']}",
+        f"vectors     {info['dim']}-d, {ex['normalisation']}-normalised, weights {ex['weights_digest'][:12]}",
+        f"ann index   {info['index']['type']} {info['index']['params'] or ''}".rstrip(),
+        f"on disk     {info['size_bytes'] / 1e6:.2f} MB",
+    ]
+    out.print("\n".join(lines), highlight=False)
+    for f in info["failed"]:
+        out.print(f"  failed    {f['path']}: {f['error']}", highlight=False)
+
+
+@app.command("remove")
+def remove_cmd(
+    items: Annotated[list[str], typer.Argument(help="Ids or paths of indexed images.")],
+    index_dir: IndexDir = Path(DEFAULT_INDEX_DIR),
+    json_out: JsonFlag = False,
+) -> None:
+    """Remove images from the index (the files themselves are not touched)."""
+    with _user_errors(), Engine.open(index_dir) as engine:
+        n = engine.remove(int(i) if i.isdigit() else i for i in items)
+    print(json.dumps({"removed": n}) if json_out else f"removed {n}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,499 @@
+"""The Engine: the one object every front end (CLI, server, user code) calls.
+
+A bundle is a folder holding ``catalog.sqlite`` (the truth) and ``ann.index`` (a cache
+of its vectors, rebuilt or caught up from the catalog whenever it is missing or stale).
+The extractor is built once per Engine, on first need, and stays warm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from filelock import FileLock, Timeout
+from PIL import Image
+
+from . import ann
+from .catalog import STATUS_OK, Catalog, FileRecord
+from .errors import ExtractorMismatchError, IndexBusyError, IndexExistsError, IndexNotFoundError, RetrievalError
+from .extractors import Extractor, ExtractorConfig, Manifest, create_extractor
+from .images import DecodeDataset, collate_decoded, discover, load_image
+from .indexer import Plan, plan_sync
+
+__all__ = ["Engine", "Hit", "IndexReport", "Query"]
+
+log = logging.getLogger(__name__)
+
+CATALOG_FILE = "catalog.sqlite"
+ANN_FILE = "ann.index"
+LOCK_FILE = "write.lock"
+
+Progress = Callable[[str, int, int], None]
+Query = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: int
+    path: str
+    score: float
+    metadata: dict[str, Any]
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did."""
+
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    duplicates: int = 0  # content already indexed under another path: vector reused
+    removed: int = 0
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    removed_paths: list[str] = field(default_factory=list)
+    embedded: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added, "updated": self.updated, "moved": self.moved,
+            "duplicates": self.duplicates, "removed": self.removed, "unchanged": self.unchanged,
+            "failed": len(self.failed), "embedded": self.embedded,
+            "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
+            "failures": [{"path": p, "error": e} for p, e in self.failed],
+            "removed_paths": self.removed_paths,
+        }
+
+
+class Engine:
+    """Index images and search them. Use :meth:`create` or :meth:`open`.
+
+    Example:
+        >>> with Engine.open("indexes/default") as engine:
+        ...     for hit in engine.search("photo.jpg", k=5):
+        ...         print(hit.score, hit.path)
+    """
+
+    def __init__(self, path: Path, catalog: Catalog, manifest: Manifest,
+                 device: str | torch.device = "auto", extractor: Extractor | None = None,
+                 batch_size: int = 32, workers: int | None = None, lock_timeout: float = 30.0) -> None:
+        self.path = path
+        self.catalog = catalog
+        self.manifest = manifest
+        self.device = device
+        self.batch_size = batch_size
+        self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        self._extractor = extractor
+        self._lock = FileLock(str(path / LOCK_FILE), timeout=lock_timeout)
+        self._ann: ann.AnnIndex | None = None
+        self._ann_gen = -1
+        self.load_seconds = 0.0
+        settings = catalog.get_json("index") or {"backend": "flat", "params": {}}
+        self.index_backend: str = settings["backend"]
+        self.index_params: dict[str, Any] = settings["params"]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], extractor: ExtractorConfig | str | None = None,
+               *, index: str = "flat", exist_ok: bool = False, device: str | torch.device = "auto",
+               **kwargs: Any) -> Engine:
+        """Create a new bundle at `path` (or open it, if `exist_ok` and compatible).
+
+        Args:
+            extractor: an ExtractorConfig, or a backbone name; None is the default
+                (tf_efficientnet_lite0, GeM, 224 letterboxed).
+            index: ANN backend name.
+            kwargs: batch_size, workers, lock_timeout (see Engine).
+
+        Raises:
+            IndexExistsError: a bundle exists and `exist_ok` is False.
+            ExtractorMismatchError: it exists with another extractor.
+        """
+        path = Path(path)
+        config = ExtractorConfig(backbone=extractor) if isinstance(extractor, str) else (extractor or ExtractorConfig())
+        if (path / CATALOG_FILE).exists():
+            if not exist_ok:
+                raise IndexExistsError(f"an index already exists at {path}")
+            engine = cls.open(path, device=device, **kwargs)
+            engine.manifest.check_compatible(engine._manifest_for(config), "requested extractor")
+            return engine
+        ann.create_index(index, 8)  # validate the backend name before writing anything
+        extractor_obj = create_extractor(config, device)
+        path.mkdir(parents=True, exist_ok=True)
+        catalog = Catalog(path / CATALOG_FILE, create=True)
+        catalog.set_setting("manifest", extractor_obj.manifest.to_json())
+        catalog.set_setting("index", json.dumps({"backend": index, "params": {}}))
+        return cls(path, catalog, extractor_obj.manifest, device, extractor_obj, **kwargs)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto", **kwargs: Any) -> Engine:
+        """Open an existing bundle. The model loads lazily, on first embedding.
+
+        Raises:
+            IndexNotFoundError: no bundle at `path`.
+        """
+        path = Path(path)
+        if not (path / CATALOG_FILE).is_file():
+            raise IndexNotFoundError(f"no index at {path} (create one with `retrieve index DIR --index-dir {path}`)")
+        catalog = Catalog(path / CATALOG_FILE)
+        raw = catalog.get_json("manifest")
+        if raw is None:
+            raise RetrievalError(f"index at {path} has no extractor manifest (was its creation interrupted?)")
+        return cls(path, catalog, Manifest.from_dict(raw), device, **kwargs)
+
+    def close(self) -> None:
+        self.catalog.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ extractor
+
+    @property
+    def extractor(self) -> Extractor:
+        """The warm model; built on first use and checked against the manifest."""
+        if self._extractor is None:
+            start = time.perf_counter()
+            built = create_extractor(self.manifest.config, self.device)
+            self.manifest.check_compatible(built.manifest, "extractor available here")
+            self._extractor = built
+            self.load_seconds = time.perf_counter() - start
+        return self._extractor
+
+    def _manifest_for(self, config: ExtractorConfig) -> Manifest:
+        if config == self.manifest.config:
+            return self.manifest
+        return create_extractor(config, "cpu").manifest
+
+    # ------------------------------------------------------------------ writing
+
+    def index(self, roots: Iterable[str | os.PathLike[str]], progress: Progress | None = None) -> IndexReport:
+        """Bring the index in line with the image files below `roots`.
+
+        New and changed files are embedded, unchanged ones skipped without decoding,
+        vanished ones removed. Safe to interrupt: a rerun finishes the job.
+
+        Raises:
+            RetrievalError: a root does not exist (nothing is removed in that case).
+        """
+        roots = [os.path.abspath(r) for r in roots]
+        for r in roots:
+            if not os.path.exists(r):
+                raise RetrievalError(f"folder not found: {r}")
+        with self._writing():
+            files = [str(p) for p in discover(roots)]
+            existing = self.catalog.rows_under(roots)
+            return self._ingest(plan_sync(self.catalog, files, existing, sweep=True, progress=progress), progress)
+
+    def add(self, paths: Iterable[str | os.PathLike[str]], metadata: Mapping[str, Any] | None = None,
+            progress: Progress | None = None) -> IndexReport:
+        """Index these files (no sweep of anything else). Bad files are recorded, not raised.
+
+        Args:
+            metadata: user metadata stored with every added file (JSON-serialisable).
+        """
+        files = [os.path.abspath(p) for p in paths]
+        with self._writing():
+            existing = self.catalog.rows_by_path(files)
+            plan = plan_sync(self.catalog, files, existing, sweep=False, progress=progress)
+            return self._ingest(plan, progress, dict(metadata) if metadata is not None else None)
+
+    def remove(self, ids_or_paths: Iterable[int | str | os.PathLike[str]]) -> int:
+        """Remove images by id or path; returns how many were removed."""
+        ids, paths = [], []
+        for item in ids_or_paths:
+            (ids if isinstance(item, (int, np.integer)) else paths).append(item)
+        with self._writing():
+            found = set(self.catalog.rows_by_id(ids))
+            found |= {r.id for r in self.catalog.rows_by_path(os.path.abspath(p) for p in paths).values()}
+            if found:
+                self.catalog.apply(removals=sorted(found))
+                self._sync_index(save=True)
+            return len(found)
+
+    def set_metadata(self, image_id: int, metadata: Mapping[str, Any]) -> None:
+        """Replace the user metadata of one image."""
+        self.catalog.set_metadata(image_id, dict(metadata))
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold the bundle's write lock: one writer at a time, across processes."""
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise IndexBusyError(f"index at {self.path} is being written by another process; try again later") from None
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def require_config(self, **overrides: Any) -> None:
+        """Raise ExtractorMismatchError if any given extractor option differs from the index's.
+
+        Options left at None are not compared (the CLI passes only what the user typed).
+        """
+        stored = self.manifest.config
+        diffs = [f"{k}: index has {getattr(stored, k)!r}, asked for {v!r}"
+                 for k, v in overrides.items() if v is not None and getattr(stored, k) != v]
+        if diffs:
+            raise ExtractorMismatchError(
+                f"index at {self.path} was built with another extractor ({'; '.join(diffs)}); "
+                "drop those options or use a new --index-dir"
+            )
+
+    def _ingest(self, plan: Plan, progress: Progress | None, metadata: dict[str, Any] | None = None) -> IndexReport:
+        start = time.perf_counter()
+        report = IndexReport(unchanged=plan.unchanged, removed=len(plan.removals),
+                             removed_paths=plan.removed_paths, moved=len(plan.moves))
+        report.failed = [(r.path, r.error or "") for r in plan.failed]
+        for rec in plan.moves + [c[0] for c in plan.copies] + plan.failed:
+            rec.metadata = metadata
+        vectors = self.catalog.vectors([src for _, src in plan.copies])
+        for rec, src in plan.copies:
+            rec.vector = vectors[src]
+            report.duplicates += 1
+        self.catalog.apply(plan.moves + [c[0] for c in plan.copies] + plan.failed, touches=plan.touches)
+
+        if plan.embed:
+            self._embed(plan, report, metadata, progress)
+        if plan.removals:
+            self.catalog.apply(removals=plan.removals)
+        self._sync_index(save=True)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _embed(self, plan: Plan, report: IndexReport, metadata: dict[str, Any] | None,
+               progress: Progress | None) -> None:
+        extractor = self.extractor
+        dataset = DecodeDataset([s.path for s, _ in plan.embed], extractor.preprocessor)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=self.batch_size, num_workers=self.workers,
+            collate_fn=collate_decoded, pin_memory=extractor.device.type == "cuda",
+            prefetch_factor=4 if self.workers else None, persistent_workers=False,
+        )
+        done = 0
+        for batch in loader:
+            records: list[FileRecord] = []
+            vectors = extractor.embed(batch.pixels, batch.heights, batch.widths) if batch.indices else []
+            for item, vec in zip(batch.items, vectors):
+                state, row = plan.embed[item.index]
+                for twin_state, twin_row in [(state, row)] + plan.twins[state.content_hash]:
+                    records.append(FileRecord(
+                        path=twin_state.path, content_hash=state.content_hash, size=twin_state.size,
+                        mtime_ns=twin_state.mtime_ns, width=item.width, height=item.height,
+                        format=item.format, vector=vec, metadata=metadata,
+                        id=twin_row.id if twin_row else None))
+                    if twin_row is None:
+                        report.added += 1
+                    else:
+                        report.updated += 1
+                report.duplicates += len(plan.twins[state.content_hash])
+            for item in batch.failures:
+                state, row = plan.embed[item.index]
+                for twin_state, twin_row in [(state, row)] + plan.twins[state.content_hash]:
+                    records.append(FileRecord(
+                        path=twin_state.path, content_hash=state.content_hash, size=twin_state.size,
+                        mtime_ns=twin_state.mtime_ns, status="failed", error=item.error,
+                        metadata=metadata, id=twin_row.id if twin_row else None))
+                    report.failed.append((twin_state.path, item.error or ""))
+            self.catalog.apply(records)
+            self._sync_index()
+            report.embedded += len(batch.indices)
+            done += len(batch.indices) + len(batch.failures)
+            if progress:
+                progress("embedding", done, len(plan.embed))
+
+    # ------------------------------------------------------------------ the ANN cache
+
+    def _sync_index(self, save: bool = False) -> ann.AnnIndex:
+        """Load the saved index if needed, then replay catalog changes it has not seen."""
+        if self._ann is None:
+            self._ann, self._ann_gen = self._load_index()
+            save = save or self._ann_gen != self.catalog.generation()
+        changes = self.catalog.changes_since(self._ann_gen)
+        if changes.generation < self._ann_gen:  # catalog replaced by an older one
+            self._ann, self._ann_gen = ann.create_index(self.index_backend, self.manifest.dim, **self.index_params), 0
+            changes = self.catalog.changes_since(0)
+        if changes.generation != self._ann_gen:
+            self._ann.remove(np.concatenate([changes.removed, changes.ids]))
+            if changes.vectors is not None:
+                self._ann.add(changes.ids, changes.vectors)
+            self._ann_gen = changes.generation
+        if save:
+            self._save_index()
+        return self._ann
+
+    def _load_index(self) -> tuple[ann.AnnIndex, int]:
+        saved = ann.read_bundle_file(self.path / ANN_FILE)
+        if saved is not None:
+            header, payload = saved
+            if (header.get("backend") == self.index_backend and header.get("dim") == self.manifest.dim
+                    and header.get("manifest") == self.manifest.weights_digest):
+                try:
+                    return ann.load_index(self.index_backend, self.manifest.dim, payload,
+                                          header.get("params", {})), int(header["generation"])
+                except (RuntimeError, KeyError, ValueError) as e:
+                    log.warning("index file %s unreadable (%s); rebuilding from the catalog", self.path / ANN_FILE, e)
+        return ann.create_index(self.index_backend, self.manifest.dim, **self.index_params), 0
+
+    def _save_index(self) -> None:
+        """Persist the cache if no other process is writing (it would save its own)."""
+        try:
+            with self._lock.acquire(timeout=0):
+                header = {"backend": self.index_backend, "dim": self.manifest.dim,
+                          "generation": self._ann_gen, "params": self._ann.params(),
+                          "manifest": self.manifest.weights_digest, "count": self._ann.ntotal}
+                ann.save_atomic(self.path / ANN_FILE, header, self._ann.to_bytes())
+        except Timeout:
+            pass
+
+    # ------------------------------------------------------------------ searching
+
+    def embed(self, query: Query | Sequence[Query]) -> np.ndarray:
+        """One unit vector for a query: a path, a PIL image, a vector, or several combined.
+
+        Raises:
+            BadImageError: a query file cannot be decoded.
+        """
+        vec, _ = self._query_vector(query)
+        return vec
+
+    def search(self, query: Query | Sequence[Query], k: int = 10,
+               where: Mapping[str, Any] | None = None, exclude: Iterable[int] = ()) -> list[Hit]:
+        """The k indexed images most similar to the query.
+
+        An indexed, unchanged path is looked up rather than re-embedded, and is left
+        out of its own results. Several queries are combined into one (mean of their
+        unit vectors). `where` keeps only images whose metadata has these values.
+        """
+        vec, own_ids = self._query_vector(query)
+        return self._nearest(vec, k, set(exclude) | own_ids, where)
+
+    def similar(self, image_id: int, k: int = 10, where: Mapping[str, Any] | None = None) -> list[Hit]:
+        """More like this: neighbours of an indexed image, without the image itself."""
+        return self._nearest(self.vectors([image_id]).sum(0), k, {image_id}, where)
+
+    def recommend(self, positive_ids: Sequence[int], negative_ids: Sequence[int] = (), k: int = 10,
+                  where: Mapping[str, Any] | None = None, negative_weight: float = 0.5) -> list[Hit]:
+        """Images like the liked ones and unlike the disliked ones (Rocchio's formula).
+
+        The query is mean(liked) - negative_weight * mean(disliked); the liked and
+        disliked images themselves are never returned.
+        """
+        if not positive_ids:
+            raise RetrievalError("recommend needs at least one positive id")
+        q = self.vectors(positive_ids).mean(0)
+        if negative_ids:
+            q = q - negative_weight * self.vectors(negative_ids).mean(0)
+        return self._nearest(q, k, set(positive_ids) | set(negative_ids), where)
+
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """Stored unit vectors of indexed images, (len(ids), dim); raises on unknown ids."""
+        found = self.catalog.vectors(ids)
+        missing = [i for i in ids if int(i) not in found]
+        if missing:
+            raise RetrievalError(f"no indexed image with id {missing[0]}")
+        return np.stack([found[int(i)] for i in ids])
+
+    def _query_vector(self, query: Query | Sequence[Query]) -> tuple[np.ndarray, set[int]]:
+        items = list(query) if isinstance(query, (list, tuple)) else [query]
+        if not items:
+            raise RetrievalError("empty query")
+        vectors, own_ids, images = [], set(), []
+        for item in items:
+            if isinstance(item, np.ndarray):
+                vectors.extend(np.atleast_2d(item).astype(np.float32))
+            elif isinstance(item, Image.Image):
+                images.append(item.convert("RGB"))
+            else:
+                indexed = self._indexed_unchanged(str(item))
+                if indexed is not None:
+                    own_ids.add(indexed[0])
+                    vectors.append(indexed[1])
+                else:
+                    images.append(load_image(item).image)
+        if images:
+            vectors.extend(self.extractor.embed_images(images))
+        mat = np.stack(vectors)
+        if mat.shape[1] != self.manifest.dim:
+            raise RetrievalError(f"query vector has dimension {mat.shape[1]}, the index {self.manifest.dim}")
+        mat /= np.linalg.norm(mat, axis=1, keepdims=True).clip(1e-12)
+        q = mat.sum(0)
+        return q / max(float(np.linalg.norm(q)), 1e-12), own_ids
+
+    def _indexed_unchanged(self, path: str) -> tuple[int, np.ndarray] | None:
+        path = os.path.abspath(path)
+        row = self.catalog.rows_by_path([path]).get(path)
+        if row is None or row.status != STATUS_OK:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
+            return None
+        vec = self.catalog.vectors([row.id]).get(row.id)
+        return (row.id, vec) if vec is not None else None
+
+    def _nearest(self, q: np.ndarray, k: int, exclude: set[int], where: Mapping[str, Any] | None) -> list[Hit]:
+        if k <= 0:
+            return []
+        index = self._sync_index()
+        q = np.asarray(q, np.float32).reshape(1, -1)
+        q /= max(float(np.linalg.norm(q)), 1e-12)
+        allowed = self.catalog.ids_matching(where) if where else None
+        if allowed is not None and len(allowed) == 0:
+            return []
+        want = k + len(exclude)
+        while True:
+            scores, ids = index.search(q, want, allowed)
+            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
+            rows = self.catalog.rows_by_id(i for i, _ in pairs)
+            hits = [Hit(i, rows[i].path, s, dict(rows[i].meta or {})) for i, s in pairs
+                    if i in rows and rows[i].status == STATUS_OK]
+            exhausted = want >= index.ntotal or len(ids[0]) < want
+            if len(hits) >= k or exhausted:
+                return hits[:k]
+            want *= 2
+
+    # ------------------------------------------------------------------ facts
+
+    def __len__(self) -> int:
+        return self.catalog.counts().get(STATUS_OK, 0)
+
+    def info(self, failed_limit: int = 20) -> dict[str, Any]:
+        """Counts, extractor, index type and size on disk, and the failed files."""
+        counts = self.catalog.counts()
+        size = sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+        c = self.manifest.config
+        return {
+            "path": str(self.path), "count": counts.get(STATUS_OK, 0), "failed_count": counts.get("failed", 0),
+            "dim": self.manifest.dim,
+            "extractor": {"kind": c.kind, "backbone": c.backbone, "pooling": c.pooling,
+                          "gem_p": c.gem_p if c.pooling == "gem" else None, "image_size": c.image_size,
+                          "resize": c.resize, "weights_digest": self.manifest.weights_digest,
+                          "normalisation": self.manifest.normalisation},
+            "index": {"type": self.index_backend, "params": self.index_params},
+            "generation": self.catalog.generation(), "size_bytes": size,
+            "failed": [{"path": r.path, "error": r.error} for r in self.catalog.failed(failed_limit)],
+        }

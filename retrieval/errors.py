@@ -1,0 +1,50 @@
+"""Exceptions raised by the library.
+
+Every error a user can cause derives from :class:`RetrievalError`, and its message says
+how to fix the problem. Only the CLI turns them into exit codes; the library never exits.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "RetrievalError",
+    "BadImageError",
+    "IndexNotFoundError",
+    "IndexExistsError",
+    "ExtractorMismatchError",
+    "WeightsUnavailableError",
+    "IndexBusyError",
+    "UnknownNameError",
+]
+
+
+class RetrievalError(Exception):
+    """Base of every error the library raises on bad input or bad state."""
+
+
+class BadImageError(RetrievalError):
+    """A file could not be read or decoded as an image (corrupt, truncated, too large...)."""
+
+
+class IndexNotFoundError(RetrievalError):
+    """No index bundle exists at the given path."""
+
+
+class IndexExistsError(RetrievalError):
+    """An index bundle already exists where a new one was to be created."""
+
+
+class ExtractorMismatchError(RetrievalError):
+    """The extractor asked for differs from the one the index was built with."""
+
+
+class WeightsUnavailableError(RetrievalError):
+    """Pretrained weights could not be found offline nor downloaded."""
+
+
+class IndexBusyError(RetrievalError):
+    """Another process holds the write lock of the index for too long."""
+
+
+class UnknownNameError(RetrievalError, ValueError):
+    """A backbone, pooling or other registry name that does not exist."""

@@ -1,0 +1,29 @@
+"""Extractors turn images into vectors. ``create_extractor`` builds one from its config."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..errors import UnknownNameError
+from .backbones import DEFAULT_BACKBONE, list_backbones
+from .base import Extractor, ExtractorConfig, Manifest, resolve_device
+from .bottleneck import BottleneckExtractor
+from .pooling import POOLINGS
+
+__all__ = [
+    "DEFAULT_BACKBONE", "EXTRACTORS", "Extractor", "ExtractorConfig", "Manifest",
+    "create_extractor", "list_backbones", "POOLINGS", "resolve_device",
+]
+
+EXTRACTORS: dict[str, Callable[[ExtractorConfig, str | torch.device], Extractor]] = {
+    "bottleneck": BottleneckExtractor,
+}
+
+
+def create_extractor(config: ExtractorConfig, device: str | torch.device = "cpu") -> Extractor:
+    """Build the extractor a config describes (loads weights: call once, keep it warm)."""
+    if config.kind not in EXTRACTORS:
+        raise UnknownNameError(f"unknown extractor kind {config.kind!r}; choose {', '.join(EXTRACTORS)}")
+    return EXTRACTORS[config.kind](config, device)

@@ -1,0 +1,64 @@
+"""Off-the-shelf CNN descriptors: a pretrained trunk, global pooling, L2 normalisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import create_trunk
+from .base import Extractor, ExtractorConfig, Manifest, resolve_device
+from .pooling import create_pooling, valid_mask
+
+__all__ = ["BottleneckExtractor", "DescriptorNet"]
+
+
+class DescriptorNet(nn.Module):
+    """uint8 canvases -> unit vectors, entirely on the device.
+
+    Kept as one module so that a fine-tuned variant (issue: triplet head) can subclass it
+    and so the whole forward can be compiled or exported as a unit.
+    """
+
+    def __init__(self, trunk: nn.Module, pooling: nn.Module, mean: tuple[float, ...],
+                 std: tuple[float, ...], image_size: int) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.pooling = pooling
+        self.image_size = image_size
+        # Folded so that x_uint8 * scale + shift == ((x / 255) - mean) / std.
+        std_t = torch.tensor(std).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std_t), persistent=False)
+        self.register_buffer("shift", -torch.tensor(mean).view(1, 3, 1, 1) / std_t, persistent=False)
+
+    def forward(self, pixels: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+        # pixels: (N, H, W, 3) uint8 -> (N, 3, H, W) float, channels_last in memory for free
+        x = pixels.permute(0, 3, 1, 2).float() * self.scale + self.shift
+        fmap = self.trunk(x)  # (N, C, h, w)
+        mask = valid_mask(heights, widths, self.image_size, fmap.shape[-2], fmap.shape[-1])
+        desc = self.pooling(fmap.float(), mask)  # (N, C)
+        return F.normalize(desc, dim=1)
+
+
+class BottleneckExtractor(Extractor):
+    """Pooled penultimate activations of a pretrained backbone."""
+
+    def __init__(self, config: ExtractorConfig, device: str | torch.device = "cpu") -> None:
+        trunk = create_trunk(config.backbone, config.weights)
+        self.device = resolve_device(device)
+        self.manifest = Manifest(
+            config=config, dim=trunk.dim, weights_digest=trunk.weights_digest,
+            mean=trunk.mean, std=trunk.std, interpolation=trunk.interpolation,
+        )
+        self.weights_source = trunk.weights_source
+        net = DescriptorNet(trunk.module, create_pooling(config.pooling, config.gem_p),
+                            trunk.mean, trunk.std, config.image_size)
+        self.net = net.to(self.device).eval()
+
+    @torch.inference_mode()
+    def embed(self, pixels: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> np.ndarray:
+        non_blocking = self.device.type == "cuda"
+        out = self.net(pixels.to(self.device, non_blocking=non_blocking),
+                       heights.to(self.device), widths.to(self.device))
+        return out.float().cpu().numpy()

@@ -1,0 +1,139 @@
+"""Deciding what an indexing run must do, before any image is decoded.
+
+Mark and sweep over (path, size, mtime): an unchanged file costs one stat; a changed
+one costs a hash; only new content is decoded and embedded. A file whose content is
+already indexed reuses that vector, and a vanished file whose content reappears under
+a new path keeps its id (a move).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from .catalog import STATUS_FAILED, STATUS_OK, Catalog, FileRecord, ImageRow
+from .images import file_digest, is_image_path
+
+__all__ = ["FileState", "Plan", "plan_sync"]
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class FileState:
+    """A file as found on disk now."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str = ""
+
+
+@dataclass
+class Plan:
+    """The work of one run, grouped by what it costs."""
+
+    unchanged: int = 0
+    touches: list[tuple[int, int]] = field(default_factory=list)  # (id, new mtime): same bytes
+    moves: list[FileRecord] = field(default_factory=list)  # existing id, new path, same vector
+    copies: list[tuple[FileRecord, int]] = field(default_factory=list)  # new/changed file, id to copy from
+    embed: list[tuple[FileState, ImageRow | None]] = field(default_factory=list)  # one per new content
+    twins: dict[str, list[tuple[FileState, ImageRow | None]]] = field(default_factory=dict)  # hash -> same content
+    failed: list[FileRecord] = field(default_factory=list)  # could not even be read
+    removals: list[int] = field(default_factory=list)
+    removed_paths: list[str] = field(default_factory=list)
+
+
+def plan_sync(
+    catalog: Catalog,
+    files: Iterable[str],
+    existing: dict[str, ImageRow],
+    sweep: bool,
+    progress: Progress | None = None,
+) -> Plan:
+    """Classify every file against the catalog.
+
+    Args:
+        files: absolute paths found now.
+        existing: catalog rows that may correspond (those under the indexed roots).
+        sweep: when True, rows in `existing` whose file was not found are removed.
+    """
+    plan = Plan()
+    changed: list[tuple[FileState, ImageRow | None]] = []
+    seen: set[str] = set()
+    files = list(dict.fromkeys(files))
+    for n, path in enumerate(files, 1):
+        seen.add(path)
+        row = existing.get(path)
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            plan.failed.append(_failed_record(path, row, _os_reason(e)))
+            continue
+        state = FileState(path, st.st_size, st.st_mtime_ns)
+        if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
+            plan.unchanged += 1
+        elif not is_image_path(path):
+            plan.failed.append(_failed_record(path, row, "unsupported file type", state))
+        else:
+            changed.append((state, row))
+        if progress and (n % 256 == 0 or n == len(files)):
+            progress("scanning", n, len(files))
+
+    hashed: list[tuple[FileState, ImageRow | None]] = []
+    for n, (state, row) in enumerate(changed, 1):
+        try:
+            state.content_hash = file_digest(state.path)
+            hashed.append((state, row))
+        except OSError as e:
+            plan.failed.append(_failed_record(state.path, row, _os_reason(e), state))
+        if progress:
+            progress("hashing", n, len(changed))
+
+    vanished = {r.content_hash: r for p, r in existing.items() if p not in seen} if sweep else {}
+    known = catalog.ok_ids_with_hash([s.content_hash for s, _ in hashed])
+    for state, row in hashed:
+        if row is not None and row.content_hash == state.content_hash and row.status == STATUS_OK:
+            plan.touches.append((row.id, state.mtime_ns))
+            plan.unchanged += 1
+            continue
+        mover = vanished.get(state.content_hash) if row is None else None
+        if mover is not None and mover.status == STATUS_OK:
+            del vanished[state.content_hash]
+            plan.moves.append(_record(state, mover.id))
+            continue
+        if state.content_hash in known:
+            plan.copies.append((_record(state, row.id if row else None), known[state.content_hash]))
+            continue
+        if state.content_hash in plan.twins:
+            plan.twins[state.content_hash].append((state, row))
+            continue
+        plan.twins[state.content_hash] = []
+        plan.embed.append((state, row))
+
+    if sweep:
+        moved = {m.id for m in plan.moves}
+        gone = [r for p, r in existing.items() if p not in seen and r.id not in moved]
+        plan.removals = [r.id for r in gone]
+        plan.removed_paths = [r.path for r in gone]
+    return plan
+
+
+def _record(state: FileState, image_id: int | None) -> FileRecord:
+    return FileRecord(path=state.path, content_hash=state.content_hash, size=state.size,
+                      mtime_ns=state.mtime_ns, id=image_id)
+
+
+def _failed_record(path: str, row: ImageRow | None, reason: str, state: FileState | None = None) -> FileRecord:
+    return FileRecord(path=path, content_hash=state.content_hash if state else "",
+                      size=state.size if state else 0, mtime_ns=state.mtime_ns if state else 0,
+                      status=STATUS_FAILED, error=reason, id=row.id if row else None)
+
+
+def _os_reason(e: OSError) -> str:
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, FileNotFoundError):
+        return "file not found (broken link?)"
+    return e.strerror or type(e).__name__
