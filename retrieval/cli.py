@@ -176,10 +176,14 @@ def _print_hits(hits: list[Hit], json_out: bool, load_s: float, query_s: float) 
             "timing": {"model_load_s": round(load_s, 4), "query_s": round(query_s, 4)},
         }))
         return
-    table = Table("rank", "score", "id", "path")
-    for rank, h in enumerate(hits, 1):
-        table.add_row(str(rank), f"{h.score:.4f}", str(h.id), h.path)
-    out.print(table)
+    rows = [(str(rank), f"{h.score:.4f}", str(h.id), h.path) for rank, h in enumerate(hits, 1)]
+    if out.is_terminal:
+        table = Table("rank", "score", "id", "path")
+        for row in rows:
+            table.add_row(*row)
+        out.print(table)
+    else:  # piped: one tab-separated line per hit, paths never folded
+        print("\n".join("\t".join(row) for row in [("rank", "score", "id", "path"), *rows]))
     err.print(f"model load {load_s:.2f} s, query {query_s * 1000:.1f} ms", highlight=False)
 
 

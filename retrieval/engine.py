@@ -111,14 +111,14 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], extractor: ExtractorConfig | str | None = None,
+    def create(cls, path: str | os.PathLike[str], extractor: Extractor | ExtractorConfig | str | None = None,
                *, index: str = "flat", exist_ok: bool = False, device: str | torch.device = "auto",
                **kwargs: Any) -> Engine:
         """Create a new bundle at `path` (or open it, if `exist_ok` and compatible).
 
         Args:
-            extractor: an ExtractorConfig, or a backbone name; None is the default
-                (tf_efficientnet_lite0, GeM, 224 letterboxed).
+            extractor: a built Extractor (shared, already warm), an ExtractorConfig, or a
+                backbone name; None is the default (tf_efficientnet_lite0, GeM).
             index: ANN backend name.
             kwargs: batch_size, workers, lock_timeout (see Engine).
 
@@ -127,15 +127,18 @@ class Engine:
             ExtractorMismatchError: it exists with another extractor.
         """
         path = Path(path)
-        config = ExtractorConfig(backbone=extractor) if isinstance(extractor, str) else (extractor or ExtractorConfig())
+        built = extractor if isinstance(extractor, Extractor) else None
+        if isinstance(extractor, str):
+            extractor = ExtractorConfig(backbone=extractor)
+        config = built.manifest.config if built else (extractor or ExtractorConfig())
         if (path / CATALOG_FILE).exists():
             if not exist_ok:
                 raise IndexExistsError(f"an index already exists at {path}")
-            engine = cls.open(path, device=device, **kwargs)
+            engine = cls.open(path, device=device, extractor=built, **kwargs)
             engine.manifest.check_compatible(engine._manifest_for(config), "requested extractor")
             return engine
         ann.create_index(index, 8)  # validate the backend name before writing anything
-        extractor_obj = create_extractor(config, device)
+        extractor_obj = built or create_extractor(config, device)
         path.mkdir(parents=True, exist_ok=True)
         catalog = Catalog(path / CATALOG_FILE, create=True)
         catalog.set_setting("manifest", extractor_obj.manifest.to_json())
@@ -143,11 +146,16 @@ class Engine:
         return cls(path, catalog, extractor_obj.manifest, device, extractor_obj, **kwargs)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto", **kwargs: Any) -> Engine:
+    def open(cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto",
+             extractor: Extractor | None = None, **kwargs: Any) -> Engine:
         """Open an existing bundle. The model loads lazily, on first embedding.
+
+        Args:
+            extractor: an already built extractor to use (checked against the manifest).
 
         Raises:
             IndexNotFoundError: no bundle at `path`.
+            ExtractorMismatchError: `extractor` is not the one the index was built with.
         """
         path = Path(path)
         if not (path / CATALOG_FILE).is_file():
@@ -156,7 +164,10 @@ class Engine:
         raw = catalog.get_json("manifest")
         if raw is None:
             raise RetrievalError(f"index at {path} has no extractor manifest (was its creation interrupted?)")
-        return cls(path, catalog, Manifest.from_dict(raw), device, **kwargs)
+        manifest = Manifest.from_dict(raw)
+        if extractor is not None:
+            manifest.check_compatible(extractor.manifest, "given extractor")
+        return cls(path, catalog, manifest, device, extractor, **kwargs)
 
     def close(self) -> None:
         self.catalog.close()

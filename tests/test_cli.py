@@ -1,0 +1,87 @@
+"""The `retrieve` command line, end to end on the bundled sample."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from retrieval.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def indexed(make_engine, sample_dir: Path) -> Path:
+    """A bundle holding the 50 sample photos, built through the API with the shared model."""
+    engine = make_engine()
+    engine.index([sample_dir])
+    engine.close()
+    return engine.path
+
+
+def test_index_and_query_through_the_real_console_script(tmp_path: Path, sample_dir: Path) -> None:
+    bundle = tmp_path / "cli bundle"
+    run = subprocess.run([sys.executable, "-m", "retrieval.cli", "index", str(sample_dir / "cup"),
+                          str(sample_dir / "chair"), "-i", str(bundle), "--json", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)  # stdout holds JSON only
+    assert (report["added"], report["failed"], report["embedded"]) == (10, 0, 10)
+    assert report["images_per_second"] > 0
+
+    query = sorted((sample_dir / "cup").iterdir())[0]
+    run = subprocess.run([sys.executable, "-m", "retrieval.cli", "query", str(query), "-k", "3",
+                          "-i", str(bundle), "--json"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    results = json.loads(run.stdout)["results"]
+    assert [r["rank"] for r in results] == [1, 2, 3]
+    assert str(query) not in [r["path"] for r in results]
+    assert "timing" in json.loads(run.stdout)
+
+
+def test_query_table_by_id_and_path(indexed: Path, sample_dir: Path) -> None:
+    query = sorted((sample_dir / "starfish").iterdir())[0]
+    res = runner.invoke(app, ["query", str(query), "-k", "4", "-i", str(indexed)])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.stdout.splitlines() if "starfish" in line]
+    assert len(lines) >= 2 and str(query) not in res.stdout
+
+    as_json = runner.invoke(app, ["query", str(query), "-k", "4", "-i", str(indexed), "--json"])
+    own_id_results = json.loads(as_json.stdout)["results"]
+    first = own_id_results[0]["id"]
+    by_id = runner.invoke(app, ["query", "--id", str(first), "-k", "4", "-i", str(indexed), "--json"])
+    assert by_id.exit_code == 0, by_id.output
+    assert first not in [r["id"] for r in json.loads(by_id.stdout)["results"]]
+
+
+def test_info_json_and_table(indexed: Path) -> None:
+    res = runner.invoke(app, ["info", "-i", str(indexed), "--json"])
+    assert res.exit_code == 0
+    info = json.loads(res.stdout)
+    assert (info["count"], info["failed_count"], info["dim"]) == (50, 0, 1280)
+    assert info["extractor"]["backbone"] == "tf_efficientnet_lite0"
+    assert info["index"]["type"] == "flat" and info["size_bytes"] > 50 * 1280 * 4
+    table = runner.invoke(app, ["info", "-i", str(indexed)])
+    assert "50 indexed" in table.stdout and "tf_efficientnet_lite0" in table.stdout
+
+
+def test_remove_then_reindex_restores(indexed: Path, sample_dir: Path) -> None:
+    victim = sorted((sample_dir / "dolphin").iterdir())[0]
+    res = runner.invoke(app, ["remove", str(victim), "-i", str(indexed), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout) == {"removed": 1}
+    info = json.loads(runner.invoke(app, ["info", "-i", str(indexed), "--json"]).stdout)
+    assert info["count"] == 49
+
+
+def test_usage_errors_exit_2_with_one_line(indexed: Path) -> None:
+    res = runner.invoke(app, ["query", "-i", str(indexed)])
+    assert res.exit_code == 2 and res.stderr.strip().startswith("error:")
+    res = runner.invoke(app, ["query", "--id", "1", "--where", "novalue", "-i", str(indexed)])
+    assert res.exit_code == 2 and "KEY=VALUE" in res.stderr
+    res = runner.invoke(app, ["query", "--id", "424242", "-i", str(indexed)])
+    assert res.exit_code == 2 and "424242" in res.stderr and "Traceback" not in res.output
