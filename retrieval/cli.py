@@ -18,6 +18,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -29,7 +30,7 @@ from .extractors.base import RESIZE_MODES
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Content-based image retrieval: index folders of images, find similar ones.")
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_INDEX_DIR = "indexes/default"
 
@@ -50,7 +51,7 @@ def _user_errors() -> Iterator[None]:
     try:
         yield
     except RetrievalError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err.print("interrupted: run the same command again to finish", highlight=False)
@@ -58,7 +59,8 @@ def _user_errors() -> Iterator[None]:
     except Exception as e:  # a bug: say so in one line, the traceback on request
         if os.environ.get("RETRIEVE_DEBUG"):
             raise
-        err.print(f"[red]internal error:[/red] {type(e).__name__}: {e} (set RETRIEVE_DEBUG=1 for the traceback)",
+        err.print(f"[red]internal error:[/red] {type(e).__name__}: {escape(str(e))} "
+                  "(set RETRIEVE_DEBUG=1 for the traceback)",
                   highlight=False)
         raise typer.Exit(1) from None
 
@@ -116,7 +118,7 @@ def index_cmd(
 
 def _print_report(report: IndexReport, json_out: bool) -> None:
     for path, reason in report.failed[:20]:
-        err.print(f"[yellow]skipped[/yellow] {path}: {reason}", highlight=False)
+        err.print(f"[yellow]skipped[/yellow] {escape(path)}: {escape(reason)}", highlight=False)
     if len(report.failed) > 20:
         err.print(f"... and {len(report.failed) - 20} more failed files (`retrieve info` lists them)")
     if json_out:
@@ -180,7 +182,7 @@ def _print_hits(hits: list[Hit], json_out: bool, load_s: float, query_s: float) 
     if out.is_terminal:
         table = Table("rank", "score", "id", "path")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*map(escape, row))
         out.print(table)
     else:  # piped: one tab-separated line per hit, paths never folded
         print("\n".join("\t".join(row) for row in [("rank", "score", "id", "path"), *rows]))
@@ -205,9 +207,9 @@ def info_cmd(index_dir: IndexDir = Path(DEFAULT_INDEX_DIR), json_out: JsonFlag =
         f"ann index   {info['index']['type']} {info['index']['params'] or ''}".rstrip(),
         f"on disk     {info['size_bytes'] / 1e6:.2f} MB",
     ]
-    out.print("\n".join(lines), highlight=False)
+    out.print("\n".join(lines), highlight=False, markup=False)
     for f in info["failed"]:
-        out.print(f"  failed    {f['path']}: {f['error']}", highlight=False)
+        out.print(f"  failed    {f['path']}: {f['error']}", highlight=False, markup=False)
 
 
 @app.command("remove")

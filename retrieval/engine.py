@@ -24,7 +24,7 @@ from PIL import Image
 
 from . import ann
 from .catalog import STATUS_OK, Catalog, FileRecord
-from .errors import ExtractorMismatchError, IndexBusyError, IndexExistsError, IndexNotFoundError, RetrievalError
+from .errors import BadImageError, ExtractorMismatchError, IndexBusyError, IndexExistsError, IndexNotFoundError, RetrievalError
 from .extractors import Extractor, ExtractorConfig, Manifest, create_extractor
 from .images import DecodeDataset, collate_decoded, discover, load_image
 from .indexer import Plan, plan_sync
@@ -277,13 +277,16 @@ class Engine:
         report = IndexReport(unchanged=plan.unchanged, removed=len(plan.removals),
                              removed_paths=plan.removed_paths, moved=len(plan.moves))
         report.failed = [(r.path, r.error or "") for r in plan.failed]
+        report.failed += [(p, "file name is not valid UTF-8; rename it") for p in plan.unstorable]
         for rec in plan.moves + [c[0] for c in plan.copies] + plan.failed:
             rec.metadata = metadata
         vectors = self.catalog.vectors([src for _, src in plan.copies])
         for rec, src in plan.copies:
             rec.vector = vectors[src]
             report.duplicates += 1
-        self.catalog.apply(plan.moves + [c[0] for c in plan.copies] + plan.failed, touches=plan.touches)
+        cheap = plan.moves + [c[0] for c in plan.copies] + plan.failed
+        if cheap or plan.touches:
+            self.catalog.apply(cheap, touches=plan.touches)
 
         if plan.embed:
             self._embed(plan, report, metadata, progress)
@@ -442,7 +445,10 @@ class Engine:
                     own_ids.add(indexed[0])
                     vectors.append(indexed[1])
                 else:
-                    images.append(load_image(item).image)
+                    try:
+                        images.append(load_image(item).image)
+                    except BadImageError as e:
+                        raise BadImageError(f"query image {item}: {e}") from None
         if images:
             vectors.extend(self.extractor.embed_images(images))
         mat = np.stack(vectors)

@@ -43,9 +43,6 @@ IMAGE_SUFFIXES = frozenset(
 # 100k x 100k pixels and would take 30 GB to decode (a "decompression bomb").
 MAX_PIXELS = 100_000_000
 
-# We apply our own, explicit limit; Pillow's warning would only be noise.
-warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-Image.MAX_IMAGE_PIXELS = None
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
@@ -91,9 +88,16 @@ def file_digest(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
 @dataclass(frozen=True)
 class DecodedImage:
-    """An upright 8-bit RGB image and the facts the catalog keeps about its file."""
+    """An upright 8-bit RGB image and the facts the catalog keeps about its file.
+
+    `width` and `height` are the file's full size, upright, even when `image` was
+    decoded at a reduced JPEG draft scale.
+    """
 
     image: Image.Image
     width: int
@@ -118,19 +122,10 @@ def load_image(
             that still covers this many pixels on each side: up to 8x faster.
     """
     try:
-        with Image.open(path) as img:
-            fmt = img.format or "UNKNOWN"
-            if img.width * img.height > max_pixels:
-                raise BadImageError(
-                    f"image is {img.width}x{img.height} pixels, over the limit of "
-                    f"{max_pixels:,} (decompression bomb guard)"
-                )
-            if img.width == 0 or img.height == 0:
-                raise BadImageError("image has no pixels")
-            if draft_size is not None and fmt == "JPEG":
-                img.draft("RGB", (draft_size, draft_size))
-            img.load()
-            rgb = _to_rgb(ImageOps.exif_transpose(img))
+        with warnings.catch_warnings():
+            # Our explicit limit replaces Pillow's warning, for this call only.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            rgb, width, height, fmt = _decode(path, max_pixels, draft_size)
     except BadImageError:
         raise
     except UnidentifiedImageError:
@@ -146,7 +141,29 @@ def load_image(
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         reason = str(e).strip() or type(e).__name__
         raise BadImageError(f"cannot decode: {reason}") from None
-    return DecodedImage(rgb, rgb.width, rgb.height, fmt)
+    return DecodedImage(rgb, width, height, fmt)
+
+
+def _decode(path: str | os.PathLike[str], max_pixels: int, draft_size: int | None,
+            ) -> tuple[Image.Image, int, int, str]:
+    """The decoding itself; :func:`load_image` maps its exceptions to reasons."""
+    with Image.open(path) as img:
+        fmt = img.format or "UNKNOWN"
+        if img.width * img.height > max_pixels:
+            raise BadImageError(
+                f"image is {img.width}x{img.height} pixels, over the limit of "
+                f"{max_pixels:,} (decompression bomb guard)"
+            )
+        if img.width == 0 or img.height == 0:
+            raise BadImageError("image has no pixels")
+        width, height = img.size
+        if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+            width, height = height, width  # recorded as seen upright
+        if draft_size is not None and fmt == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()
+        rgb = _to_rgb(ImageOps.exif_transpose(img))
+    return rgb, width, height, fmt
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -154,7 +171,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+    if mode.startswith("I;16"):
+        a = np.asarray(img).astype(np.float64) / 65535.0 * 255.0 + 0.5
+        return Image.fromarray(a.astype(np.uint8), "L").convert("RGB")
+    if mode in ("I", "F"):
         return Image.fromarray(_scale_to_uint8(np.asarray(img)), "L").convert("RGB")
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
@@ -167,7 +187,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
 
 def _scale_to_uint8(a: np.ndarray) -> np.ndarray:
-    """Map a high-bit-depth grey image to 0..255 by its type's range (not by clipping)."""
+    """Map a 32-bit int or float grey image to 0..255 (not by clipping).
+
+    These modes do not say their range, so it is guessed: 0..1 floats, 8-bit values
+    stored wide, or else 16-bit values (what PNG and TIFF decoders produce).
+    """
     a = a.astype(np.float64)
     if a.size and a.max() <= 1.0 and a.min() >= 0.0:
         top = 1.0

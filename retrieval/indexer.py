@@ -43,6 +43,7 @@ class Plan:
     failed: list[FileRecord] = field(default_factory=list)  # could not even be read
     removals: list[int] = field(default_factory=list)
     removed_paths: list[str] = field(default_factory=list)
+    unstorable: list[str] = field(default_factory=list)  # names that are not valid UTF-8 (shown escaped)
 
 
 def plan_sync(
@@ -65,6 +66,9 @@ def plan_sync(
     files = list(dict.fromkeys(files))
     for n, path in enumerate(files, 1):
         seen.add(path)
+        if not _storable(path):
+            plan.unstorable.append(os.fsencode(path).decode("utf-8", "backslashreplace"))
+            continue
         row = existing.get(path)
         try:
             st = os.stat(path)
@@ -118,6 +122,15 @@ def plan_sync(
         plan.removals = [r.id for r in gone]
         plan.removed_paths = [r.path for r in gone]
     return plan
+
+
+def _storable(path: str) -> bool:
+    """SQLite text must be valid UTF-8; names with undecodable bytes cannot be stored."""
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _record(state: FileState, image_id: int | None) -> FileRecord:
