@@ -12,9 +12,8 @@ therefore catch up by replaying only what changed after g, in any process.
 from __future__ import annotations
 
 import json
-import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,6 @@ __all__ = ["Catalog", "ImageRow", "FileRecord", "Changes", "SCHEMA_VERSION", "ST
 SCHEMA_VERSION = 1
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
-_METADATA_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class Base(DeclarativeBase):
@@ -218,17 +216,43 @@ class Catalog:
                 out.update(dict(s.execute(q).all()))
         return out
 
-    def ids_matching(self, where: Mapping[str, Any]) -> np.ndarray:
-        """Ids of ok images whose user metadata has every given key = value."""
-        q = select(ImageRow.id).where(ImageRow.status == STATUS_OK)
-        for key, value in where.items():
-            if not _METADATA_KEY.fullmatch(key):
-                raise RetrievalError(f"metadata key {key!r}: use letters, digits, _ and - only")
-            if not isinstance(value, (str, int, float, bool)):
-                raise RetrievalError(f"metadata filter on {key!r}: value must be a string, number or bool")
-            q = q.where(func.json_extract(ImageRow.meta, "$." + key) == value)
+    def ids_matching(self, conditions: Sequence[Any]) -> np.ndarray:
+        """Ids of ok images meeting all SQL conditions (see :class:`retrieval.filters.Filter`)."""
+        q = select(ImageRow.id).where(ImageRow.status == STATUS_OK, *conditions)
         with self.sessions() as s:
             return np.fromiter(s.scalars(q), np.int64)
+
+    def update_tags(self, ids: Sequence[int], add: Sequence[str], remove: Sequence[str]) -> int:
+        """Add and remove tags (kept sorted in metadata["tags"]); returns rows changed."""
+        changed = 0
+        with self.sessions.begin() as s:
+            for row in s.scalars(select(ImageRow).where(ImageRow.id.in_([int(i) for i in ids]))):
+                tags = (set(row.meta.get("tags", [])) | set(add)) - set(remove)
+                meta = dict(row.meta)
+                meta["tags"] = sorted(tags)
+                if meta != row.meta:
+                    row.meta = meta
+                    changed += 1
+        return changed
+
+    def hash_groups(self, min_size: int = 2) -> Iterator[list[tuple[int, str]]]:
+        """Groups of ok images sharing a content hash, streamed group by group."""
+        with self.sessions() as s:
+            dup = (select(ImageRow.content_hash).where(ImageRow.status == STATUS_OK)
+                   .group_by(ImageRow.content_hash).having(func.count() >= min_size).subquery())
+            q = (select(ImageRow.content_hash, ImageRow.id, ImageRow.path)
+                 .where(ImageRow.status == STATUS_OK, ImageRow.content_hash.in_(select(dup)))
+                 .order_by(ImageRow.content_hash, ImageRow.id))
+            group: list[tuple[int, str]] = []
+            current = None
+            for h, i, p in s.execute(q):
+                if h != current and group:
+                    yield group
+                    group = []
+                current = h
+                group.append((i, p))
+            if group:
+                yield group
 
     def counts(self) -> dict[str, int]:
         with self.sessions() as s:

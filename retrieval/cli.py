@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -22,10 +23,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .ann import BACKENDS
+from .duplicates import DEFAULT_THRESHOLD
 from .engine import Engine, Hit, IndexReport
 from .errors import IndexNotFoundError, RetrievalError
-from .extractors import POOLINGS, ExtractorConfig, list_backbones
+from .extractors import POOLINGS, ExtractorConfig, create_extractor, list_backbones
 from .extractors.base import RESIZE_MODES
+from .filters import Filter, parse_date
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Content-based image retrieval: index folders of images, find similar ones.")
@@ -33,6 +37,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_INDEX_DIR = "indexes/default"
+INDEX_CHOICES = ", ".join([*BACKENDS, "auto"])
 
 IndexDir = Annotated[Path, typer.Option("--index-dir", "-i", envvar="RETRIEVE_INDEX_DIR",
                                         help="Index bundle folder.")]
@@ -93,7 +98,8 @@ def index_cmd(
     gem_p: Annotated[Optional[float], typer.Option(help="GeM exponent.")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Input canvas side in pixels.")] = None,
     resize: Annotated[Optional[str], typer.Option(help=f"Resize mode: {', '.join(RESIZE_MODES)}.")] = None,
-    index_type: Annotated[str, typer.Option("--index", help="ANN index type for a new index.")] = "flat",
+    index_type: Annotated[str, typer.Option("--index", help=f"ANN index for a new index: {INDEX_CHOICES}.")] = "flat",
+    param: Annotated[Optional[list[str]], typer.Option(help="Index parameter KEY=VALUE (repeatable).")] = None,
     device: Device = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     workers: Annotated[Optional[int], typer.Option(min=0, help="Decode worker processes.")] = None,
@@ -106,14 +112,25 @@ def index_cmd(
                    "pooling": pooling, "gem_p": gem_p, "image_size": image_size, "resize": resize}
         engine_kwargs = {"device": device, "batch_size": batch_size, "workers": workers}
         try:
-            engine = Engine.open(index_dir, **engine_kwargs)
+            engine = _open(index_dir, options["weights"], **engine_kwargs)
             engine.require_config(**{k: v for k, v in options.items() if k != "weights"})
         except IndexNotFoundError:
             config = ExtractorConfig(**{k: v for k, v in options.items() if v is not None})
-            engine = Engine.create(index_dir, config, index=index_type, **engine_kwargs)
+            engine = Engine.create(index_dir, config, index=index_type, index_params=_parse_pairs(param, "--param"),
+                                   **engine_kwargs)
         with engine, _progress_bar(not quiet) as progress:
             report = engine.index(folders, progress=progress)
         _print_report(report, json_out)
+
+
+def _open(index_dir: Path, weights: str | None, **kwargs: Any) -> Engine:
+    """Open an index; with --weights, embed with that file (its digest must match)."""
+    engine = Engine.open(index_dir, **kwargs)
+    if weights is None:
+        return engine
+    config = replace(engine.manifest.config, weights=weights)
+    engine.close()
+    return Engine.open(index_dir, extractor=create_extractor(config, kwargs.get("device", "auto")), **kwargs)
 
 
 def _print_report(report: IndexReport, json_out: bool) -> None:
@@ -137,6 +154,17 @@ def query_cmd(
     ids: Annotated[Optional[list[int]], typer.Option("--id", help="Query by an indexed image's id.")] = None,
     k: Annotated[int, typer.Option("-k", min=1, help="How many results.")] = 10,
     where: Annotated[Optional[list[str]], typer.Option(help="Metadata filter KEY=VALUE (repeatable).")] = None,
+    path: Annotated[Optional[str], typer.Option(help="Only paths matching this glob, e.g. '*/2024/*'.")] = None,
+    folder: Annotated[Optional[list[Path]], typer.Option(help="Only images below this folder (repeatable).")] = None,
+    file_type: Annotated[Optional[list[str]], typer.Option("--type", help="Only this format: jpeg, png...")] = None,
+    min_size: Annotated[Optional[int], typer.Option(help="Only files of at least this many bytes.")] = None,
+    max_size: Annotated[Optional[int], typer.Option(help="Only files of at most this many bytes.")] = None,
+    since: Annotated[Optional[str], typer.Option(help="Only files modified on or after this date.")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Only files modified on or before this date.")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option(help="Only images with this tag (repeatable: all).")] = None,
+    dedup: Annotated[bool, typer.Option(help="Fold copies and near-copies into one result.")] = False,
+    dedup_threshold: Annotated[float, typer.Option(help="Similarity above which --dedup folds.")] = DEFAULT_THRESHOLD,
+    weights: Annotated[Optional[Path], typer.Option(help="The backbone's weights file, if it has moved.")] = None,
     index_dir: IndexDir = Path(DEFAULT_INDEX_DIR),
     device: Device = "auto",
     json_out: JsonFlag = False,
@@ -145,24 +173,28 @@ def query_cmd(
     with _user_errors():
         if not images and not ids:
             raise RetrievalError("give at least one query image or --id")
-        with Engine.open(index_dir, device=device) as engine:
+        filters = Filter(path_glob=path, folders=tuple(map(str, folder or ())), formats=tuple(file_type or ()),
+                         min_bytes=min_size, max_bytes=max_size,
+                         since=parse_date(since) if since else None, until=parse_date(until) if until else None,
+                         tags=tuple(tag or ()), metadata=_parse_pairs(where, "--where"))
+        with _open(index_dir, str(weights.resolve()) if weights else None, device=device) as engine:
             start = time.perf_counter()
             query: list[Any] = [str(p) for p in images or []]
             if ids:
                 query.append(engine.vectors(ids))
-            hits = engine.search(query, k=k, where=_parse_where(where), exclude=ids or ())
+            hits = engine.search(query, k=k, where=None if filters == Filter() else filters, exclude=ids or (),
+                                 dedup=dedup_threshold if dedup else None)
             elapsed = time.perf_counter() - start - engine.load_seconds
         _print_hits(hits, json_out, engine.load_seconds, elapsed)
 
 
-def _parse_where(items: list[str] | None) -> dict[str, Any] | None:
-    if not items:
-        return None
+def _parse_pairs(items: list[str] | None, option: str) -> dict[str, Any]:
+    """KEY=VALUE options; values are JSON when they parse as JSON (numbers, true), else text."""
     parsed: dict[str, Any] = {}
-    for item in items:
+    for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise RetrievalError(f"--where {item!r}: expected KEY=VALUE")
+            raise RetrievalError(f"{option} {item!r}: expected KEY=VALUE")
         try:
             parsed[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -173,12 +205,13 @@ def _parse_where(items: list[str] | None) -> dict[str, Any] | None:
 def _print_hits(hits: list[Hit], json_out: bool, load_s: float, query_s: float) -> None:
     if json_out:
         print(json.dumps({
-            "results": [{"rank": r, "id": h.id, "score": round(h.score, 6), "path": h.path, "metadata": h.metadata}
-                        for r, h in enumerate(hits, 1)],
+            "results": [{"rank": r, "id": h.id, "score": round(h.score, 6), "path": h.path, "metadata": h.metadata,
+                         "duplicates": list(h.duplicates)} for r, h in enumerate(hits, 1)],
             "timing": {"model_load_s": round(load_s, 4), "query_s": round(query_s, 4)},
         }))
         return
-    rows = [(str(rank), f"{h.score:.4f}", str(h.id), h.path) for rank, h in enumerate(hits, 1)]
+    rows = [(str(rank), f"{h.score:.4f}", str(h.id), h.path + (f"  (+{len(h.duplicates)} duplicates)" if h.duplicates else ""))
+            for rank, h in enumerate(hits, 1)]
     if out.is_terminal:
         table = Table("rank", "score", "id", "path")
         for row in rows:
@@ -204,7 +237,9 @@ def info_cmd(index_dir: IndexDir = Path(DEFAULT_INDEX_DIR), json_out: JsonFlag =
         f"extractor   {ex['kind']} {ex['backbone']}, {ex['pooling']} pooling"
         + (f" (p={ex['gem_p']})" if ex["gem_p"] else "") + f", {ex['image_size']} px {ex['resize']}",
         f"vectors     {info['dim']}-d, {ex['normalisation']}-normalised, weights {ex['weights_digest'][:12]}",
-        f"ann index   {info['index']['type']} {info['index']['params'] or ''}".rstrip(),
+        f"ann index   {info['index']['type']}"
+        + (f" (now {info['index']['effective']})" if info["index"]["type"] != info["index"]["effective"] else "")
+        + "".join(f", {k}={v}" for k, v in info["index"]["params"].items() if v is not None),
         f"on disk     {info['size_bytes'] / 1e6:.2f} MB",
     ]
     out.print("\n".join(lines), highlight=False, markup=False)
@@ -222,6 +257,65 @@ def remove_cmd(
     with _user_errors(), Engine.open(index_dir) as engine:
         n = engine.remove(int(i) if i.isdigit() else i for i in items)
     print(json.dumps({"removed": n}) if json_out else f"removed {n}")
+
+
+@app.command("reindex")
+def reindex_cmd(
+    index_type: Annotated[Optional[str], typer.Option("--index", help=f"Switch to: {INDEX_CHOICES}.")] = None,
+    param: Annotated[Optional[list[str]], typer.Option(help="Index parameter KEY=VALUE (repeatable).")] = None,
+    index_dir: IndexDir = Path(DEFAULT_INDEX_DIR),
+    json_out: JsonFlag = False,
+) -> None:
+    """Rebuild (or switch) the ANN index from the stored vectors; no image is read."""
+    with _user_errors(), Engine.open(index_dir) as engine:
+        start = time.perf_counter()
+        described = engine.reindex(index_type, **_parse_pairs(param, "--param"))
+        described["seconds"] = round(time.perf_counter() - start, 3)
+    if json_out:
+        print(json.dumps(described))
+    else:
+        out.print(f"rebuilt {described['effective']} index of {described['count']} vectors "
+                  f"in {described['seconds']:.2f} s, parameters {described['params']}", highlight=False, markup=False)
+
+
+@app.command("tag")
+def tag_cmd(
+    items: Annotated[list[str], typer.Argument(help="Ids or paths of indexed images.")],
+    add: Annotated[Optional[list[str]], typer.Option(help="Tag to add (repeatable).")] = None,
+    remove: Annotated[Optional[list[str]], typer.Option(help="Tag to remove (repeatable).")] = None,
+    index_dir: IndexDir = Path(DEFAULT_INDEX_DIR),
+    json_out: JsonFlag = False,
+) -> None:
+    """Add or remove tags; query with --tag to filter on them."""
+    with _user_errors():
+        if not add and not remove:
+            raise RetrievalError("give --add TAG and/or --remove TAG")
+        with Engine.open(index_dir) as engine:
+            n = engine.tag([int(i) if i.isdigit() else i for i in items], add or (), remove or ())
+    print(json.dumps({"changed": n}) if json_out else f"changed {n}")
+
+
+@app.command("dupes")
+def dupes_cmd(
+    threshold: Annotated[float, typer.Option(help="Cosine similarity for near duplicates.")] = DEFAULT_THRESHOLD,
+    exact: Annotated[bool, typer.Option("--exact", help="Identical files only.")] = False,
+    index_dir: IndexDir = Path(DEFAULT_INDEX_DIR),
+    json_out: JsonFlag = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """List groups of identical and near-identical images."""
+    with _user_errors(), Engine.open(index_dir) as engine, _progress_bar(not quiet and not exact) as progress:
+        groups = engine.duplicates(None if exact else threshold, progress=progress)
+    if json_out:
+        print(json.dumps([{"ids": list(g.ids), "paths": list(g.paths), "exact": g.exact, "score": g.score}
+                          for g in groups]))
+        return
+    for n, g in enumerate(groups, 1):
+        kind = "identical" if g.exact else f"similar >= {g.score:.3f}"
+        out.print(f"group {n} ({len(g.ids)} images, {kind})", highlight=False, markup=False)
+        for i, p in zip(g.ids, g.paths):
+            out.print(f"  {i}\t{p}", highlight=False, markup=False)
+    err.print(f"{len(groups)} groups", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -22,10 +22,12 @@ import torch
 from filelock import FileLock, Timeout
 from PIL import Image
 
-from . import ann
+from . import ann, duplicates
+from .ann.cache import AnnCache
 from .catalog import STATUS_OK, Catalog, FileRecord
 from .errors import BadImageError, ExtractorMismatchError, IndexBusyError, IndexExistsError, IndexNotFoundError, RetrievalError
 from .extractors import Extractor, ExtractorConfig, Manifest, create_extractor
+from .filters import Filter
 from .images import DecodeDataset, collate_decoded, discover, load_image
 from .indexer import Plan, plan_sync
 
@@ -36,6 +38,10 @@ log = logging.getLogger(__name__)
 CATALOG_FILE = "catalog.sqlite"
 ANN_FILE = "ann.index"
 LOCK_FILE = "write.lock"
+
+# Approximate backends return this many times more candidates than asked for; the
+# Engine re-scores them exactly with the stored vectors (cheap: a few hundred rows).
+RERANK_FACTOR = 4
 
 Progress = Callable[[str, int, int], None]
 Query = Union[str, os.PathLike, Image.Image, np.ndarray]
@@ -49,6 +55,7 @@ class Hit:
     path: str
     score: float
     metadata: dict[str, Any]
+    duplicates: tuple[str, ...] = ()  # with dedup: paths of lower-ranked copies folded into this hit
 
 
 @dataclass
@@ -101,25 +108,24 @@ class Engine:
         self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
         self._extractor = extractor
         self._lock = FileLock(str(path / LOCK_FILE), timeout=lock_timeout)
-        self._ann: ann.AnnIndex | None = None
-        self._ann_gen = -1
         self.load_seconds = 0.0
         settings = catalog.get_json("index") or {"backend": "flat", "params": {}}
-        self.index_backend: str = settings["backend"]
-        self.index_params: dict[str, Any] = settings["params"]
+        self._cache = AnnCache(path / ANN_FILE, catalog, manifest.dim, manifest.weights_digest,
+                               settings["backend"], settings["params"])
 
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], extractor: Extractor | ExtractorConfig | str | None = None,
-               *, index: str = "flat", exist_ok: bool = False, device: str | torch.device = "auto",
-               **kwargs: Any) -> Engine:
+               *, index: str = "flat", index_params: Mapping[str, Any] | None = None,
+               exist_ok: bool = False, device: str | torch.device = "auto", **kwargs: Any) -> Engine:
         """Create a new bundle at `path` (or open it, if `exist_ok` and compatible).
 
         Args:
             extractor: a built Extractor (shared, already warm), an ExtractorConfig, or a
                 backbone name; None is the default (tf_efficientnet_lite0, GeM).
-            index: ANN backend name.
+            index: ANN backend: flat, ivf, ivfpq, hnsw, annoy, or auto (by collection size).
+            index_params: backend parameters (nlist, nprobe, M, ef_search, n_trees, ...).
             kwargs: batch_size, workers, lock_timeout (see Engine).
 
         Raises:
@@ -135,14 +141,16 @@ class Engine:
             if not exist_ok:
                 raise IndexExistsError(f"an index already exists at {path}")
             engine = cls.open(path, device=device, extractor=built, **kwargs)
-            engine.manifest.check_compatible(engine._manifest_for(config), "requested extractor")
+            if built is None and config != engine.manifest.config:  # e.g. the weights file moved
+                engine._adopt(create_extractor(config, device))
             return engine
-        ann.create_index(index, 8)  # validate the backend name before writing anything
+        index_params = dict(index_params or {})
+        _validate_backend(index, index_params)
         extractor_obj = built or create_extractor(config, device)
         path.mkdir(parents=True, exist_ok=True)
         catalog = Catalog(path / CATALOG_FILE, create=True)
         catalog.set_setting("manifest", extractor_obj.manifest.to_json())
-        catalog.set_setting("index", json.dumps({"backend": index, "params": {}}))
+        catalog.set_setting("index", json.dumps({"backend": index, "params": index_params}))
         return cls(path, catalog, extractor_obj.manifest, device, extractor_obj, **kwargs)
 
     @classmethod
@@ -191,10 +199,10 @@ class Engine:
             self.load_seconds = time.perf_counter() - start
         return self._extractor
 
-    def _manifest_for(self, config: ExtractorConfig) -> Manifest:
-        if config == self.manifest.config:
-            return self.manifest
-        return create_extractor(config, "cpu").manifest
+    def _adopt(self, extractor: Extractor) -> None:
+        """Use this extractor from now on, if it makes the same vectors as the index's."""
+        self.manifest.check_compatible(extractor.manifest, "requested extractor")
+        self._extractor = extractor
 
     # ------------------------------------------------------------------ writing
 
@@ -231,20 +239,39 @@ class Engine:
 
     def remove(self, ids_or_paths: Iterable[int | str | os.PathLike[str]]) -> int:
         """Remove images by id or path; returns how many were removed."""
-        ids, paths = [], []
-        for item in ids_or_paths:
-            (ids if isinstance(item, (int, np.integer)) else paths).append(item)
         with self._writing():
-            found = set(self.catalog.rows_by_id(ids))
-            found |= {r.id for r in self.catalog.rows_by_path(os.path.abspath(p) for p in paths).values()}
+            found = self._resolve_ids(ids_or_paths, strict=False)
             if found:
                 self.catalog.apply(removals=sorted(found))
-                self._sync_index(save=True)
+                self._persist_index()
             return len(found)
 
     def set_metadata(self, image_id: int, metadata: Mapping[str, Any]) -> None:
         """Replace the user metadata of one image."""
         self.catalog.set_metadata(image_id, dict(metadata))
+
+    def tag(self, ids_or_paths: Iterable[int | str | os.PathLike[str]], add: Sequence[str] = (),
+            remove: Sequence[str] = ()) -> int:
+        """Add and remove tags on indexed images; returns how many images changed.
+
+        Raises:
+            RetrievalError: an id or path is not in the index.
+        """
+        ids = self._resolve_ids(ids_or_paths, strict=True)
+        return self.catalog.update_tags(sorted(ids), add, remove)
+
+    def _resolve_ids(self, ids_or_paths: Iterable[int | str | os.PathLike[str]], strict: bool) -> set[int]:
+        ids, paths = [], []
+        for item in ids_or_paths:
+            (ids if isinstance(item, (int, np.integer)) else paths).append(item)
+        found = set(self.catalog.rows_by_id(ids))
+        by_path = self.catalog.rows_by_path(os.path.abspath(p) for p in paths)
+        if strict:
+            missing = [i for i in ids if int(i) not in found]
+            missing += [p for p in paths if os.path.abspath(p) not in by_path]
+            if missing:
+                raise RetrievalError(f"not in the index: {missing[0]}")
+        return found | {r.id for r in by_path.values()}
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -292,7 +319,7 @@ class Engine:
             self._embed(plan, report, metadata, progress)
         if plan.removals:
             self.catalog.apply(removals=plan.removals)
-        self._sync_index(save=True)
+        self._persist_index()
         report.seconds = time.perf_counter() - start
         return report
 
@@ -331,7 +358,7 @@ class Engine:
                         metadata=metadata, id=twin_row.id if twin_row else None))
                     report.failed.append((twin_state.path, item.error or ""))
             self.catalog.apply(records)
-            self._sync_index()
+            self._cache.sync()
             report.embedded += len(batch.indices)
             done += len(batch.indices) + len(batch.failures)
             if progress:
@@ -339,47 +366,42 @@ class Engine:
 
     # ------------------------------------------------------------------ the ANN cache
 
-    def _sync_index(self, save: bool = False) -> ann.AnnIndex:
-        """Load the saved index if needed, then replay catalog changes it has not seen."""
-        if self._ann is None:
-            self._ann, self._ann_gen = self._load_index()
-            save = save or self._ann_gen != self.catalog.generation()
-        changes = self.catalog.changes_since(self._ann_gen)
-        if changes.generation < self._ann_gen:  # catalog replaced by an older one
-            self._ann, self._ann_gen = ann.create_index(self.index_backend, self.manifest.dim, **self.index_params), 0
-            changes = self.catalog.changes_since(0)
-        if changes.generation != self._ann_gen:
-            self._ann.remove(np.concatenate([changes.removed, changes.ids]))
-            if changes.vectors is not None:
-                self._ann.add(changes.ids, changes.vectors)
-            self._ann_gen = changes.generation
-        if save:
-            self._save_index()
-        return self._ann
+    @property
+    def ann(self) -> ann.AnnIndex:
+        """The ANN index, caught up with every committed change.
 
-    def _load_index(self) -> tuple[ann.AnnIndex, int]:
-        saved = ann.read_bundle_file(self.path / ANN_FILE)
-        if saved is not None:
-            header, payload = saved
-            if (header.get("backend") == self.index_backend and header.get("dim") == self.manifest.dim
-                    and header.get("manifest") == self.manifest.weights_digest):
-                try:
-                    return ann.load_index(self.index_backend, self.manifest.dim, payload,
-                                          header.get("params", {})), int(header["generation"])
-                except (RuntimeError, KeyError, ValueError) as e:
-                    log.warning("index file %s unreadable (%s); rebuilding from the catalog", self.path / ANN_FILE, e)
-        return ann.create_index(self.index_backend, self.manifest.dim, **self.index_params), 0
+        An index this process had to rebuild (file missing, stale beyond replay,
+        corrupt) is saved for the next process, unless a writer holds the lock.
+        """
+        index = self._cache.sync()
+        if self._cache.rebuilt_unsaved:
+            try:
+                with self._lock.acquire(timeout=0):
+                    self._cache.save()
+            except Timeout:
+                pass
+        return index
 
-    def _save_index(self) -> None:
-        """Persist the cache if no other process is writing (it would save its own)."""
-        try:
-            with self._lock.acquire(timeout=0):
-                header = {"backend": self.index_backend, "dim": self.manifest.dim,
-                          "generation": self._ann_gen, "params": self._ann.params(),
-                          "manifest": self.manifest.weights_digest, "count": self._ann.ntotal}
-                ann.save_atomic(self.path / ANN_FILE, header, self._ann.to_bytes())
-        except Timeout:
-            pass
+    def reindex(self, backend: str | None = None, **params: Any) -> dict[str, Any]:
+        """Rebuild the ANN index from the stored vectors, optionally switching backend.
+
+        No image is read. Returns the new index description (as in :meth:`info`).
+        """
+        backend = backend or self._cache.backend
+        if not params and backend == self._cache.backend:
+            params = dict(self._cache.params)
+        _validate_backend(backend, params)
+        with self._writing():
+            self.catalog.set_setting("index", json.dumps({"backend": backend, "params": params}))
+            self._cache.backend, self._cache.params = backend, params
+            self._cache.rebuild()
+            self._cache.save()
+        return self._cache.describe()
+
+    def _persist_index(self) -> None:
+        """After a write: compact if due, then save (we hold the write lock)."""
+        self._cache.compact_if_due()
+        self._cache.save()
 
     # ------------------------------------------------------------------ searching
 
@@ -393,22 +415,26 @@ class Engine:
         return vec
 
     def search(self, query: Query | Sequence[Query], k: int = 10,
-               where: Mapping[str, Any] | None = None, exclude: Iterable[int] = ()) -> list[Hit]:
+               where: Filter | Mapping[str, Any] | None = None, exclude: Iterable[int] = (),
+               dedup: float | None = None) -> list[Hit]:
         """The k indexed images most similar to the query.
 
         An indexed, unchanged path is looked up rather than re-embedded, and is left
         out of its own results. Several queries are combined into one (mean of their
-        unit vectors). `where` keeps only images whose metadata has these values.
+        unit vectors). `where` is a :class:`Filter`, or a mapping of metadata values.
+        `dedup`, a similarity threshold (e.g. 0.95), folds copies and near-copies into
+        the best-ranked one (listed in `Hit.duplicates`) and still returns k hits.
         """
         vec, own_ids = self._query_vector(query)
-        return self._nearest(vec, k, set(exclude) | own_ids, where)
+        return self._nearest(vec, k, set(exclude) | own_ids, where, dedup)
 
-    def similar(self, image_id: int, k: int = 10, where: Mapping[str, Any] | None = None) -> list[Hit]:
+    def similar(self, image_id: int, k: int = 10, where: Filter | Mapping[str, Any] | None = None,
+                dedup: float | None = None) -> list[Hit]:
         """More like this: neighbours of an indexed image, without the image itself."""
-        return self._nearest(self.vectors([image_id]).sum(0), k, {image_id}, where)
+        return self._nearest(self.vectors([image_id]).sum(0), k, {image_id}, where, dedup)
 
     def recommend(self, positive_ids: Sequence[int], negative_ids: Sequence[int] = (), k: int = 10,
-                  where: Mapping[str, Any] | None = None, negative_weight: float = 0.5) -> list[Hit]:
+                  where: Filter | Mapping[str, Any] | None = None, negative_weight: float = 0.5) -> list[Hit]:
         """Images like the liked ones and unlike the disliked ones (Rocchio's formula).
 
         The query is mean(liked) - negative_weight * mean(disliked); the liked and
@@ -472,26 +498,46 @@ class Engine:
         vec = self.catalog.vectors([row.id]).get(row.id)
         return (row.id, vec) if vec is not None else None
 
-    def _nearest(self, q: np.ndarray, k: int, exclude: set[int], where: Mapping[str, Any] | None) -> list[Hit]:
+    def _nearest(self, q: np.ndarray, k: int, exclude: set[int], where: Filter | Mapping[str, Any] | None,
+                 dedup: float | None = None) -> list[Hit]:
         if k <= 0:
             return []
-        index = self._sync_index()
+        index = self.ann
         q = np.asarray(q, np.float32).reshape(1, -1)
         q /= max(float(np.linalg.norm(q)), 1e-12)
-        allowed = self.catalog.ids_matching(where) if where else None
+        where = Filter.of(where)
+        allowed = self.catalog.ids_matching(where.conditions()) if where else None
         if allowed is not None and len(allowed) == 0:
             return []
-        want = k + len(exclude)
+        want = (k + len(exclude)) * (1 if index.exact else RERANK_FACTOR)
         while True:
             scores, ids = index.search(q, want, allowed)
             pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
+            if not index.exact and pairs:  # approximate scores: re-rank with the stored vectors
+                exact = self.catalog.vectors([i for i, _ in pairs])
+                pairs = sorted(((i, float(exact[i] @ q[0])) for i, _ in pairs if i in exact),
+                               key=lambda p: -p[1])
             rows = self.catalog.rows_by_id(i for i, _ in pairs)
             hits = [Hit(i, rows[i].path, s, dict(rows[i].meta or {})) for i, s in pairs
                     if i in rows and rows[i].status == STATUS_OK]
+            if dedup is not None and hits:
+                by_id = {h.id: h for h in hits}
+                folded = duplicates.fold([h.id for h in hits], self.catalog.vectors(list(by_id)),
+                                         {i: rows[i].content_hash for i in by_id}, dedup)
+                hits = [replace(by_id[head], duplicates=tuple(by_id[d].path for d in dups))
+                        for head, dups in folded]
             exhausted = want >= index.ntotal or len(ids[0]) < want
             if len(hits) >= k or exhausted:
                 return hits[:k]
             want *= 2
+
+    def duplicates(self, threshold: float | None = duplicates.DEFAULT_THRESHOLD,
+                   progress: Progress | None = None) -> list[duplicates.DuplicateGroup]:
+        """Groups of duplicate images: identical bytes, plus near-copies when `threshold`
+        (a cosine similarity) is set; None lists exact duplicates only."""
+        if threshold is None:
+            return list(duplicates.exact_groups(self.catalog))
+        return duplicates.near_groups(self.catalog, self.ann, threshold, progress=progress)
 
     # ------------------------------------------------------------------ facts
 
@@ -510,7 +556,19 @@ class Engine:
                           "gem_p": c.gem_p if c.pooling == "gem" else None, "image_size": c.image_size,
                           "resize": c.resize, "weights_digest": self.manifest.weights_digest,
                           "normalisation": self.manifest.normalisation},
-            "index": {"type": self.index_backend, "params": self.index_params},
+            "index": self._cache.describe(),
             "generation": self.catalog.generation(), "size_bytes": size,
             "failed": [{"path": r.path, "error": r.error} for r in self.catalog.failed(failed_limit)],
         }
+
+
+def _validate_backend(name: str, params: Mapping[str, Any]) -> None:
+    """Fail before anything is written if the backend or its parameters are wrong."""
+    if name == "auto":
+        if params:
+            raise RetrievalError("the auto index takes no parameters; name a backend to set them")
+        return
+    try:
+        ann.create_index(name, 64, **params)
+    except TypeError as e:
+        raise RetrievalError(f"bad parameter for the {name} index: {e}") from None

@@ -54,15 +54,15 @@ def evaluate(
     `gallery_ids`), it is left out of its own ranking, as in leave-one-out retrieval.
     Queries with no relevant gallery item are skipped (their AP is undefined).
     """
-    _, g_codes = np.unique(np.asarray(list(query_labels) + list(gallery_labels), dtype=object).astype(str),
-                           return_inverse=True)
+    codes: dict[object, int] = {}  # labels compare by equality, so 1 and "1" stay distinct classes
+    g_codes = np.array([codes.setdefault(x, len(codes)) for x in [*query_labels, *gallery_labels]], np.int64)
     q_lab, g_lab = g_codes[: len(query_labels)], g_codes[len(query_labels):]
     g_ids = np.asarray(gallery_ids) if gallery_ids is not None else None
     q_ids = np.asarray(query_ids) if query_ids is not None else None
     if g_ids is not None:
         pos_of_id = {int(i): p for p, i in enumerate(g_ids)}
     gallery = np.ascontiguousarray(gallery, dtype=np.float32)
-    per_label = np.bincount(g_lab, minlength=int(g_codes.max()) + 1)
+    per_label = np.bincount(g_lab, minlength=len(codes))
 
     aps: list[float] = []
     p_at = {k: [] for k in ks}
@@ -74,8 +74,9 @@ def evaluate(
             n_rel = int(per_label[q_lab[qi]])
             if q_ids is not None and g_ids is not None and int(q_ids[qi]) in pos_of_id:
                 s = s.copy()
-                s[pos_of_id[int(q_ids[qi])]] = -np.inf
-                n_rel -= 1
+                own = pos_of_id[int(q_ids[qi])]
+                s[own] = -np.inf
+                n_rel -= int(g_lab[own] == q_lab[qi])
             if n_rel <= 0:
                 continue
             order = np.argsort(-s, kind="stable")

@@ -73,7 +73,7 @@ def test_killed_indexing_resumes_with_nothing_duplicated_or_lost(tmp_path: Path)
     assert all(after[p] == before[p] for p in before), "rows committed before the kill keep their ids"
     with Engine.open(bundle, device="cpu") as engine:
         assert len(engine.catalog.vectors([i for i, _ in after.values()])) == total
-        assert engine._sync_index().ntotal == total
+        assert engine.ann.ntotal == total
 
 
 def test_a_second_process_queries_while_another_adds(tmp_path: Path, make_engine, sample_dir: Path,
@@ -93,7 +93,7 @@ def test_a_second_process_queries_while_another_adds(tmp_path: Path, make_engine
             assert len(hits) == 20
             live = {i for i, _ in _rows(engine.path).values()}
             assert {h.id for h in hits} <= live
-            counts.append(reader._sync_index().ntotal)
+            counts.append(reader.ann.ntotal)
             if finished:
                 break
             time.sleep(0.2)

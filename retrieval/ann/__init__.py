@@ -7,14 +7,52 @@ from typing import Any
 
 from ..errors import UnknownNameError
 from .base import AnnIndex, read_bundle_file, save_atomic
-from .faiss_index import FaissFlat
+from .annoy_index import AnnoyBackend
+from .faiss_index import FaissFlat, FaissHNSW, FaissIVF, gpu_available
 
-__all__ = ["AnnIndex", "BACKENDS", "create_index", "load_index", "save_atomic", "read_bundle_file"]
+__all__ = ["AnnIndex", "BACKENDS", "create_index", "load_index", "resolve_auto", "gpu_available",
+           "save_atomic", "read_bundle_file"]
+
+def _ivfpq(dim: int, pq_m: int | None = None, **params: Any) -> FaissIVF:
+    """IVF-PQ with ~16 dimensions per sub-quantiser (pq_m must divide dim)."""
+    if pq_m is None:
+        pq_m = max(m for m in range(1, dim // 16 + 1) if dim % m == 0)
+    return FaissIVF(dim, pq_m=pq_m, **params)
+
 
 # name -> (constructor(dim, **params), loader(dim, payload, params))
 BACKENDS: dict[str, tuple[Callable[..., AnnIndex], Callable[[int, bytes, dict[str, Any]], AnnIndex]]] = {
     "flat": (FaissFlat, FaissFlat.from_bytes),
+    "ivf": (FaissIVF, FaissIVF.from_bytes),
+    "ivfpq": (_ivfpq, FaissIVF.from_bytes),
+    "hnsw": (FaissHNSW, FaissHNSW.from_bytes),
+    "annoy": (AnnoyBackend, AnnoyBackend.from_bytes),
 }
+
+# Below this many vectors exact search is fast enough and needs no tuning.
+AUTO_EXACT_BELOW = 50_000
+
+
+def resolve_auto(count: int, dim: int, available_bytes: int | None = None) -> str:
+    """Pick a backend for `count` vectors: exact while small, HNSW while it fits in
+    half the free memory (vectors plus graph), else IVF-PQ (~dim/16 bytes a vector)."""
+    if count < AUTO_EXACT_BELOW:
+        return "flat"
+    if available_bytes is None:
+        available_bytes = _available_memory()
+    hnsw_bytes = count * (dim * 4 + 32 * 2 * 8)
+    return "hnsw" if hnsw_bytes < available_bytes // 2 else "ivfpq"
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 << 30
 
 
 def create_index(name: str, dim: int, **params: Any) -> AnnIndex:

@@ -6,6 +6,7 @@ records the catalog generation it reflects so that any process can bring it up t
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -14,22 +15,31 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["AnnIndex", "save_atomic", "read_bundle_file"]
+__all__ = ["AnnIndex", "save_atomic", "read_bundle_file", "pack", "unpack", "pad_results"]
 
 
 @runtime_checkable
 class AnnIndex(Protocol):
-    """Inner-product search over unit vectors keyed by int64 ids."""
+    """Inner-product search over unit vectors keyed by int64 catalog ids.
+
+    Every backend supports add and remove, whatever its library allows: those that
+    cannot delete keep tombstones, those that cannot insert keep an exact buffer, and
+    :meth:`needs_rebuild` says when rebuilding from the catalog would pay off.
+    """
 
     name: str
     dim: int
+    exact: bool  # False: scores are approximate, the Engine re-ranks with stored vectors
 
     @property
     def ntotal(self) -> int:
-        """How many vectors the index holds."""
+        """How many live vectors the index holds."""
 
     def params(self) -> dict[str, Any]:
-        """Construction and search parameters (stored and shown by `retrieve info`)."""
+        """Resolved construction and search parameters (stored, shown by `retrieve info`)."""
+
+    def build(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Replace the content with these vectors, training the index where it trains."""
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Insert vectors under ids; ids must not be present already."""
@@ -44,8 +54,34 @@ class AnnIndex(Protocol):
         `allowed`, when given, restricts results to those ids.
         """
 
+    def needs_rebuild(self) -> bool:
+        """True when tombstones, an overgrown buffer or stale training call for :meth:`build`."""
+
     def to_bytes(self) -> bytes:
         """Serialise the index (without the header the bundle adds)."""
+
+
+def pack(arrays: dict[str, np.ndarray]) -> bytes:
+    """Several arrays in one payload (npz, no pickle)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def unpack(payload: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def pad_results(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query ragged results -> (Q, k) arrays padded with -inf / -1, best first."""
+    out_s = np.full((len(ids), k), -np.inf, np.float32)
+    out_i = np.full((len(ids), k), -1, np.int64)
+    for row, (s, i) in enumerate(zip(scores, ids)):
+        order = np.argsort(-s, kind="stable")[:k]
+        out_s[row, : len(order)] = s[order]
+        out_i[row, : len(order)] = i[order]
+    return out_s, out_i
 
 
 def save_atomic(path: Path, header: dict[str, Any], payload: bytes) -> None:

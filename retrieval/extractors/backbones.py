@@ -212,6 +212,12 @@ def _torchvision_builder(arch: str, trunk_of: Callable[[nn.Module], nn.Module], 
 def _download(url: str) -> dict[str, torch.Tensor]:
     """Fetch published weights through torch's cache; a clear error when offline."""
     cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if cache.is_file():  # read it ourselves, so a bad cached file gets a clear error too
+        try:
+            return load_weights_file(str(cache))
+        except WeightsUnavailableError as e:
+            raise WeightsUnavailableError(f"cached weights unreadable ({e}); delete {cache} "
+                                          "or pass --weights FILE") from None
     try:
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
     except (urllib.error.URLError, OSError, TimeoutError) as e:

@@ -77,7 +77,9 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
-        d = dict(d)
+        """Rebuild from a stored dict, ignoring keys this version does not know."""
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
         d["config"] = ExtractorConfig.from_dict(d["config"])
         d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
         return cls(**d)

@@ -1,0 +1,123 @@
+"""Annoy: random-projection trees, small and mmap-friendly, but immutable once built.
+
+Around that: vectors added after the build go to an exact FAISS buffer, removed ones
+become tombstones skipped at search time, and the index asks to be rebuilt once the
+buffer or the tombstones outgrow a fraction of the trees.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any
+
+import annoy
+import numpy as np
+
+from .base import pack, pad_results, unpack
+from .faiss_index import FaissFlat
+
+__all__ = ["AnnoyBackend"]
+
+
+class AnnoyBackend:
+    """Annoy trees (inner product) plus an exact buffer and tombstones."""
+
+    name = "annoy"
+    exact = False
+
+    def __init__(self, dim: int, n_trees: int = 64, search_k: int | None = None) -> None:
+        self.dim, self.n_trees, self.search_k = dim, n_trees, search_k
+        self.trees: annoy.AnnoyIndex | None = None
+        self.labels = np.empty(0, np.int64)  # tree item -> catalog id
+        self.live: dict[int, int] = {}  # catalog id -> tree item, for ids not removed
+        self.buffer = FaissFlat(dim)
+
+    @property
+    def ntotal(self) -> int:
+        return len(self.live) + self.buffer.ntotal
+
+    def params(self) -> dict[str, Any]:
+        return {"n_trees": self.n_trees, "search_k": self.search_k}
+
+    def build(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        trees = annoy.AnnoyIndex(self.dim, "dot")
+        trees.set_seed(0)
+        for item, vec in enumerate(np.asarray(vectors, np.float32)):
+            trees.add_item(item, vec)
+        trees.build(self.n_trees, n_jobs=-1)
+        self.trees = trees
+        self.labels = np.asarray(ids, np.int64).copy()
+        self.live = {int(i): n for n, i in enumerate(self.labels)}
+        self.buffer = FaissFlat(self.dim)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.buffer.add(ids, vectors)
+
+    def remove(self, ids: np.ndarray) -> None:
+        for i in ids:
+            self.live.pop(int(i), None)
+        self.buffer.remove(ids)
+
+    def search(self, queries: np.ndarray, k: int,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        k = max(1, k)
+        allowed_set = set(map(int, allowed)) if allowed is not None else None
+        b_scores, b_ids = self.buffer.search(queries, k, allowed)
+        all_scores, all_ids = [], []
+        dead = len(self.labels) - len(self.live)
+        for row, q in enumerate(np.asarray(queries, np.float32)):
+            got_s, got_i = list(b_scores[row][b_ids[row] >= 0]), list(b_ids[row][b_ids[row] >= 0])
+            if self.trees is not None:
+                want = k + dead
+                while True:
+                    items, dists = self.trees.get_nns_by_vector(q, want, self._search_k(want), True)
+                    keep = [(d, self.labels[it]) for it, d in zip(items, dists)
+                            if int(self.labels[it]) in self.live
+                            and (allowed_set is None or int(self.labels[it]) in allowed_set)]
+                    if len(keep) >= k or len(items) < want or want >= len(self.labels):
+                        break
+                    want *= 4  # filtered out too many: look further
+                got_s += [d for d, _ in keep]
+                got_i += [i for _, i in keep]
+            all_scores.append(np.asarray(got_s, np.float32))
+            all_ids.append(np.asarray(got_i, np.int64))
+        return pad_results(all_scores, all_ids, k)
+
+    def _search_k(self, n: int) -> int:
+        return self.search_k if self.search_k is not None else n * self.n_trees * 8
+
+    def needs_rebuild(self) -> bool:
+        built = len(self.labels)
+        return self.buffer.ntotal > max(1000, built // 10) or (built > 0 and built - len(self.live) > built // 5)
+
+    def to_bytes(self) -> bytes:
+        arrays: dict[str, np.ndarray] = {
+            "labels": self.labels,
+            "live": np.fromiter(self.live, np.int64, len(self.live)),
+            "buffer": np.frombuffer(self.buffer.to_bytes(), np.uint8),
+        }
+        if self.trees is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "trees.ann")
+                self.trees.save(path)  # Annoy then maps this file; the mapping outlives its name
+                with open(path, "rb") as f:
+                    arrays["trees"] = np.frombuffer(f.read(), np.uint8)
+        return pack(arrays)
+
+    @classmethod
+    def from_bytes(cls, dim: int, payload: bytes, params: dict[str, Any]) -> AnnoyBackend:
+        obj = cls(dim, **params)
+        arrays = unpack(payload)
+        obj.labels = arrays["labels"].astype(np.int64)
+        live = set(map(int, arrays["live"]))
+        obj.live = {int(i): n for n, i in enumerate(obj.labels) if int(i) in live}
+        obj.buffer = FaissFlat.from_bytes(dim, arrays["buffer"].tobytes(), {})
+        if "trees" in arrays:
+            fd, path = tempfile.mkstemp(suffix=".ann")
+            with os.fdopen(fd, "wb") as f:
+                f.write(arrays["trees"].tobytes())
+            obj.trees = annoy.AnnoyIndex(dim, "dot")
+            obj.trees.load(path)
+            os.unlink(path)  # the mapping stays valid; no file is left behind
+        return obj
