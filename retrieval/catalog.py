@@ -23,7 +23,7 @@ from sqlalchemy import (
     JSON, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine, delete,
     event, func, select, update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from .errors import RetrievalError
 

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Union
 
@@ -22,14 +22,15 @@ import torch
 from filelock import FileLock, Timeout
 from PIL import Image
 
-from . import ann, duplicates
+from . import ann, duplicates, ingest
 from .ann.cache import AnnCache
-from .catalog import STATUS_OK, Catalog, FileRecord
+from .catalog import STATUS_OK, Catalog
 from .errors import BadImageError, ExtractorMismatchError, IndexBusyError, IndexExistsError, IndexNotFoundError, RetrievalError
 from .extractors import Extractor, ExtractorConfig, Manifest, create_extractor
 from .filters import Filter
-from .images import DecodeDataset, collate_decoded, discover, load_image
+from .images import discover, load_image
 from .indexer import Plan, plan_sync
+from .ingest import IndexReport
 
 __all__ = ["Engine", "Hit", "IndexReport", "Query"]
 
@@ -56,36 +57,6 @@ class Hit:
     score: float
     metadata: dict[str, Any]
     duplicates: tuple[str, ...] = ()  # with dedup: paths of lower-ranked copies folded into this hit
-
-
-@dataclass
-class IndexReport:
-    """What an indexing run did."""
-
-    added: int = 0
-    updated: int = 0
-    moved: int = 0
-    duplicates: int = 0  # content already indexed under another path: vector reused
-    removed: int = 0
-    unchanged: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    removed_paths: list[str] = field(default_factory=list)
-    embedded: int = 0
-    seconds: float = 0.0
-
-    @property
-    def images_per_second(self) -> float:
-        return self.embedded / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "added": self.added, "updated": self.updated, "moved": self.moved,
-            "duplicates": self.duplicates, "removed": self.removed, "unchanged": self.unchanged,
-            "failed": len(self.failed), "embedded": self.embedded,
-            "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
-            "failures": [{"path": p, "error": e} for p, e in self.failed],
-            "removed_paths": self.removed_paths,
-        }
 
 
 class Engine:
@@ -301,68 +272,12 @@ class Engine:
 
     def _ingest(self, plan: Plan, progress: Progress | None, metadata: dict[str, Any] | None = None) -> IndexReport:
         start = time.perf_counter()
-        report = IndexReport(unchanged=plan.unchanged, removed=len(plan.removals),
-                             removed_paths=plan.removed_paths, moved=len(plan.moves))
-        report.failed = [(r.path, r.error or "") for r in plan.failed]
-        report.failed += [(p, "file name is not valid UTF-8; rename it") for p in plan.unstorable]
-        for rec in plan.moves + [c[0] for c in plan.copies] + plan.failed:
-            rec.metadata = metadata
-        vectors = self.catalog.vectors([src for _, src in plan.copies])
-        for rec, src in plan.copies:
-            rec.vector = vectors[src]
-            report.duplicates += 1
-        cheap = plan.moves + [c[0] for c in plan.copies] + plan.failed
-        if cheap or plan.touches:
-            self.catalog.apply(cheap, touches=plan.touches)
-
-        if plan.embed:
-            self._embed(plan, report, metadata, progress)
-        if plan.removals:
-            self.catalog.apply(removals=plan.removals)
+        report = ingest.execute(plan, self.catalog, lambda: self.extractor, self._cache.sync,
+                                batch_size=self.batch_size, workers=self.workers, metadata=metadata,
+                                progress=progress)
         self._persist_index()
         report.seconds = time.perf_counter() - start
         return report
-
-    def _embed(self, plan: Plan, report: IndexReport, metadata: dict[str, Any] | None,
-               progress: Progress | None) -> None:
-        extractor = self.extractor
-        dataset = DecodeDataset([s.path for s, _ in plan.embed], extractor.preprocessor)
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=self.batch_size, num_workers=self.workers,
-            collate_fn=collate_decoded, pin_memory=extractor.device.type == "cuda",
-            prefetch_factor=4 if self.workers else None, persistent_workers=False,
-        )
-        done = 0
-        for batch in loader:
-            records: list[FileRecord] = []
-            vectors = extractor.embed(batch.pixels, batch.heights, batch.widths) if batch.indices else []
-            for item, vec in zip(batch.items, vectors):
-                state, row = plan.embed[item.index]
-                for twin_state, twin_row in [(state, row)] + plan.twins[state.content_hash]:
-                    records.append(FileRecord(
-                        path=twin_state.path, content_hash=state.content_hash, size=twin_state.size,
-                        mtime_ns=twin_state.mtime_ns, width=item.width, height=item.height,
-                        format=item.format, vector=vec, metadata=metadata,
-                        id=twin_row.id if twin_row else None))
-                    if twin_row is None:
-                        report.added += 1
-                    else:
-                        report.updated += 1
-                report.duplicates += len(plan.twins[state.content_hash])
-            for item in batch.failures:
-                state, row = plan.embed[item.index]
-                for twin_state, twin_row in [(state, row)] + plan.twins[state.content_hash]:
-                    records.append(FileRecord(
-                        path=twin_state.path, content_hash=state.content_hash, size=twin_state.size,
-                        mtime_ns=twin_state.mtime_ns, status="failed", error=item.error,
-                        metadata=metadata, id=twin_row.id if twin_row else None))
-                    report.failed.append((twin_state.path, item.error or ""))
-            self.catalog.apply(records)
-            self._cache.sync()
-            report.embedded += len(batch.indices)
-            done += len(batch.indices) + len(batch.failures)
-            if progress:
-                progress("embedding", done, len(plan.embed))
 
     # ------------------------------------------------------------------ the ANN cache
 

@@ -1,0 +1,122 @@
+"""Carrying out an indexing plan: cheap writes first, then decode and embed in batches.
+
+Each batch commits its rows and vectors in one transaction, so a run killed at any point
+loses at most the batch in flight, and the next run finds the rest to do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .catalog import STATUS_FAILED, Catalog, FileRecord
+from .extractors import Extractor
+from .images import DecodeDataset, collate_decoded
+from .indexer import Plan
+
+__all__ = ["IndexReport", "execute"]
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did."""
+
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    duplicates: int = 0  # content already indexed under another path: vector reused
+    removed: int = 0
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    removed_paths: list[str] = field(default_factory=list)
+    embedded: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added, "updated": self.updated, "moved": self.moved,
+            "duplicates": self.duplicates, "removed": self.removed, "unchanged": self.unchanged,
+            "failed": len(self.failed), "embedded": self.embedded,
+            "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
+            "failures": [{"path": p, "error": e} for p, e in self.failed],
+            "removed_paths": self.removed_paths,
+        }
+
+
+def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], after_batch: Callable[[], None],
+            *, batch_size: int, workers: int, metadata: dict[str, Any] | None = None,
+            progress: Progress | None = None) -> IndexReport:
+    """Write what the plan says; `extractor` is called only if something must be embedded.
+
+    `after_batch` runs after every commit (the Engine catches its ANN index up there).
+    """
+    start = time.perf_counter()
+    report = IndexReport(unchanged=plan.unchanged, removed=len(plan.removals),
+                         removed_paths=plan.removed_paths, moved=len(plan.moves))
+    report.failed = [(r.path, r.error or "") for r in plan.failed]
+    report.failed += [(p, "file name is not valid UTF-8; rename it") for p in plan.unstorable]
+    copies = [rec for rec, _ in plan.copies]
+    sources = catalog.vectors([src for _, src in plan.copies])
+    for rec, src in plan.copies:
+        rec.vector = sources[src]
+    for rec in plan.moves + copies + plan.failed:
+        rec.metadata = metadata
+    report.duplicates = len(copies)
+    if plan.moves or copies or plan.failed or plan.touches:
+        catalog.apply(plan.moves + copies + plan.failed, touches=plan.touches)
+    if plan.embed:
+        _embed(plan, catalog, extractor(), after_batch, batch_size, workers, metadata, progress, report)
+    if plan.removals:
+        catalog.apply(removals=plan.removals)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Callable[[], None],
+           batch_size: int, workers: int, metadata: dict[str, Any] | None,
+           progress: Progress | None, report: IndexReport) -> None:
+    loader = torch.utils.data.DataLoader(
+        DecodeDataset([s.path for s, _ in plan.embed], extractor.preprocessor),
+        batch_size=batch_size, num_workers=workers, collate_fn=collate_decoded,
+        pin_memory=extractor.device.type == "cuda", prefetch_factor=4 if workers else None,
+    )
+    done = 0
+    for batch in loader:
+        vectors = extractor.embed(batch.pixels, batch.heights, batch.widths) if batch.indices else []
+        records: list[FileRecord] = []
+        for item, vec in zip(batch.items, vectors):
+            fresh = _with_twins(plan, item.index, metadata, width=item.width, height=item.height,
+                                format=item.format, vector=np.asarray(vec))
+            report.added += sum(r.id is None for r in fresh)
+            report.updated += sum(r.id is not None for r in fresh)
+            report.duplicates += len(fresh) - 1
+            records += fresh
+        for item in batch.failures:
+            bad = _with_twins(plan, item.index, metadata, status=STATUS_FAILED, error=item.error)
+            report.failed += [(r.path, item.error or "") for r in bad]
+            records += bad
+        catalog.apply(records)
+        after_batch()
+        report.embedded += len(batch.indices)
+        done += len(batch.indices) + len(batch.failures)
+        if progress:
+            progress("embedding", done, len(plan.embed))
+
+
+def _with_twins(plan: Plan, index: int, metadata: dict[str, Any] | None, **fields: Any) -> list[FileRecord]:
+    """Records for an embedded file and every file found with the same content."""
+    state, row = plan.embed[index]
+    return [FileRecord(path=s.path, content_hash=state.content_hash, size=s.size, mtime_ns=s.mtime_ns,
+                       metadata=metadata, id=r.id if r else None, **fields)
+            for s, r in [(state, row), *plan.twins[state.content_hash]]]

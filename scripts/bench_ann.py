@@ -1,0 +1,151 @@
+"""ANN backends at several collection sizes: build time, memory, recall@10, QPS, latency.
+
+Vectors: real embeddings of Caltech-101 (default extractor, every image plus its mirror
+image, ~17k) for sizes up to that; above it, vectors sampled around real ones (a real
+vector plus Gaussian noise with the real per-dimension spread, renormalised), so the
+collection keeps the real data's anisotropy and cluster structure. Queries are real
+embeddings of held-out test images, never part of the collection. Recall@10 is measured
+against exact search on the same collection, at each backend's default settings.
+
+    .venv/bin/python scripts/bench_ann.py --sizes 10000 100000           # ~15 min on 2 cores
+    .venv/bin/python scripts/bench_ann.py --sizes 1000000 --backends flat hnsw
+
+Embeddings are computed once and cached in bench-data/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+
+from retrieval import ann
+from retrieval.extractors import ExtractorConfig, create_extractor
+from retrieval.images import DecodeDataset, collate_decoded
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "caltech101"
+CACHE = ROOT / "bench-data"
+
+
+def real_embeddings(device: str) -> tuple[np.ndarray, np.ndarray]:
+    """(collection, queries): train-split images and their mirrors; test-split images."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / "caltech101_lite0_embeddings.npz"
+    if path.exists():
+        z = np.load(path)
+        return z["collection"], z["queries"]
+    extractor = create_extractor(ExtractorConfig(), device)
+    out = {}
+    for split in ("train", "test"):
+        files = [str(DATA / "images" / r) for r in (DATA / f"{split}.txt").read_text().split()]
+        loader = torch.utils.data.DataLoader(DecodeDataset(files, extractor.preprocessor), batch_size=32,
+                                             num_workers=2, collate_fn=collate_decoded)
+        vecs = []
+        for n, batch in enumerate(loader):
+            vecs.append(extractor.embed(batch.pixels, batch.heights, batch.widths))
+            if split == "train":  # the mirror image is another real photo of the scene
+                mirrored = batch.pixels.clone()
+                for i, w in enumerate(batch.widths.tolist()):
+                    mirrored[i, :, :w] = batch.pixels[i, :, :w].flip(1)
+                vecs.append(extractor.embed(mirrored, batch.heights, batch.widths))
+            print(f"\rembedding {split}: {(n + 1) * 32}/{len(files)}", end="", file=sys.stderr)
+        out[split] = np.concatenate(vecs)
+        print(file=sys.stderr)
+    np.savez(path, collection=out["train"], queries=out["test"])
+    return out["train"], out["test"]
+
+
+def collection_of(size: int, real: np.ndarray, seed: int = 0) -> np.ndarray:
+    """`size` unit vectors: the real ones first, then samples around real ones."""
+    if size <= len(real):
+        return real[:size].copy()
+    rng = np.random.default_rng(seed)
+    spread = real.std(axis=0).astype(np.float32) * 0.5
+    out = np.empty((size, real.shape[1]), np.float32)
+    out[: len(real)] = real
+    for start in range(len(real), size, 100_000):
+        n = min(100_000, size - start)
+        block = real[rng.integers(0, len(real), n)] + rng.standard_normal((n, real.shape[1]), np.float32) * spread
+        out[start:start + n] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure(name: str, data: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int = 10) -> dict:
+    ids = np.arange(len(data), dtype=np.int64)
+    gc.collect()
+    before = rss_bytes()
+    start = time.perf_counter()
+    index = ann.create_index(name, data.shape[1])
+    index.build(ids, data)
+    build_s = time.perf_counter() - start
+    memory = rss_bytes() - before
+    start = time.perf_counter()
+    _, found = index.search(queries, k)
+    qps = len(queries) / (time.perf_counter() - start)
+    recall = float(np.mean([len(set(f) & set(t)) / k for f, t in zip(found, truth)]))
+    latencies = []
+    for q in queries[:500]:
+        t0 = time.perf_counter()
+        index.search(q[None], k)
+        latencies.append(time.perf_counter() - t0)
+    del index
+    return {"backend": name, "n": len(data), "build_s": round(build_s, 2), "memory_mb": round(memory / 2**20),
+            "recall@10": round(recall, 4), "qps": round(qps, 1),
+            "p50_ms": round(1000 * float(np.percentile(latencies, 50)), 3),
+            "p99_ms": round(1000 * float(np.percentile(latencies, 99)), 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    ap.add_argument("--backends", nargs="+", default=["flat", "ivf", "ivfpq", "hnsw", "annoy"])
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--device", default="auto", help="for computing the embeddings only")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    real, queries = real_embeddings(args.device)
+    queries = queries[: args.queries]
+    rows = []
+    for size in args.sizes:
+        data = collection_of(size, real)
+        exact = faiss.IndexFlatIP(data.shape[1])
+        exact.add(data)
+        _, truth = exact.search(queries, 10)
+        del exact
+        for name in args.backends:
+            row = measure(name, data, queries, truth)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+        del data
+    machine = f"{platform.machine()}, {faiss.omp_get_max_threads()} threads, faiss {faiss.__version__}"
+    if args.json:
+        print(json.dumps({"machine": machine, "rows": rows}))
+        return
+    print(f"{len(queries)} real queries, k=10, default parameters; {machine}\n")
+    print("| backend | N | build s | memory MB | recall@10 | QPS (batch) | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['backend']} | {r['n']:,} | {r['build_s']} | {r['memory_mb']} | {r['recall@10']:.4f} "
+              f"| {r['qps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
