@@ -12,4 +12,10 @@ if ! "$py" -c "import torch, torchvision; assert torch.__version__.startswith('2
   "$py" -m pip install --quiet --upgrade pip
   "$py" -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 fi
-"$py" -m pip install --quiet -e ".${extras:+[$extras]}"
+# Reinstall only when the project's requirements or the extras changed.
+stamp=".venv/.retrieve-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) ${extras}"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  "$py" -m pip install --quiet -e ".${extras:+[$extras]}"
+  echo "$want" > "$stamp"
+fi
