@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,32 +177,25 @@ class Catalog:
                 out.update({r.path: r for r in s.scalars(q)})
         return out
 
-    def rows_by_path(self, paths: Iterable[str]) -> dict[str, ImageRow]:
-        paths = list(paths)
-        out: dict[str, ImageRow] = {}
+    def _in_chunks(self, query: Callable[[list[Any]], Any], values: Iterable[Any]) -> Iterator[Any]:
+        """Run `query(chunk)` over `values` in chunks (SQLite caps bound parameters)."""
+        values = list(values)
         with self.sessions() as s:
-            for i in range(0, len(paths), 500):
-                q = select(ImageRow).where(ImageRow.path.in_(paths[i:i + 500]))
-                out.update({r.path: r for r in s.scalars(q)})
-        return out
+            for i in range(0, len(values), 500):
+                yield from s.scalars(query(values[i:i + 500]))
+
+    def rows_by_path(self, paths: Iterable[str]) -> dict[str, ImageRow]:
+        return {r.path: r for r in self._in_chunks(lambda c: select(ImageRow).where(ImageRow.path.in_(c)), paths)}
 
     def rows_by_id(self, ids: Iterable[int]) -> dict[int, ImageRow]:
-        ids = [int(i) for i in ids]
-        out: dict[int, ImageRow] = {}
-        with self.sessions() as s:
-            for i in range(0, len(ids), 500):
-                q = select(ImageRow).where(ImageRow.id.in_(ids[i:i + 500]))
-                out.update({r.id: r for r in s.scalars(q)})
-        return out
+        ids = (int(i) for i in ids)
+        return {r.id: r for r in self._in_chunks(lambda c: select(ImageRow).where(ImageRow.id.in_(c)), ids)}
 
-    def vectors(self, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        out: dict[int, np.ndarray] = {}
-        ids = [int(i) for i in ids]
-        with self.sessions() as s:
-            for i in range(0, len(ids), 500):
-                q = select(VectorRow).where(VectorRow.image_id.in_(ids[i:i + 500]))
-                out.update({v.image_id: np.frombuffer(v.data, np.float32) for v in s.scalars(q)})
-        return out
+    def vectors(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """Stored vectors by id; ids without one (failed, removed) are absent."""
+        ids = (int(i) for i in ids)
+        rows = self._in_chunks(lambda c: select(VectorRow).where(VectorRow.image_id.in_(c)), ids)
+        return {v.image_id: np.frombuffer(v.data, np.float32) for v in rows}
 
     def ok_ids_with_hash(self, hashes: Iterable[str]) -> dict[str, int]:
         """For each content hash, one ok image that has it (to reuse its vector)."""
