@@ -40,10 +40,6 @@ CATALOG_FILE = "catalog.sqlite"
 ANN_FILE = "ann.index"
 LOCK_FILE = "write.lock"
 
-# Approximate backends return this many times more candidates than asked for; the
-# Engine re-scores them exactly with the stored vectors (cheap: a few hundred rows).
-RERANK_FACTOR = 4
-
 Progress = Callable[[str, int, int], None]
 Query = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -424,14 +420,10 @@ class Engine:
         allowed = self.catalog.ids_matching(where.conditions()) if where else None
         if allowed is not None and len(allowed) == 0:
             return []
-        want = (k + len(exclude)) * (1 if index.exact else RERANK_FACTOR)
+        want = k + len(exclude)
         while True:
-            scores, ids = index.search(q, want, allowed)
-            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
-            if not index.exact and pairs:  # approximate scores: re-rank with the stored vectors
-                exact = self.catalog.vectors([i for i, _ in pairs])
-                pairs = sorted(((i, float(exact[i] @ q[0])) for i, _ in pairs if i in exact),
-                               key=lambda p: -p[1])
+            found = ann.search_reranked(index, q, want, self.catalog.vectors, allowed)
+            pairs = [(i, s) for i, s in found if i not in exclude]
             rows = self.catalog.rows_by_id(i for i, _ in pairs)
             hits = [Hit(i, rows[i].path, s, dict(rows[i].meta or {})) for i, s in pairs
                     if i in rows and rows[i].status == STATUS_OK]
@@ -441,7 +433,7 @@ class Engine:
                                          {i: rows[i].content_hash for i in by_id}, dedup)
                 hits = [replace(by_id[head], duplicates=tuple(by_id[d].path for d in dups))
                         for head, dups in folded]
-            exhausted = want >= index.ntotal or len(ids[0]) < want
+            exhausted = want >= index.ntotal or len(found) < want
             if len(hits) >= k or exhausted:
                 return hits[:k]
             want *= 2

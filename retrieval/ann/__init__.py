@@ -6,12 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import UnknownNameError
-from .base import AnnIndex, read_bundle_file, save_atomic
+from .base import AnnIndex, read_bundle_file, save_atomic, search_reranked
 from .annoy_index import AnnoyBackend
 from .faiss_index import FaissFlat, FaissHNSW, FaissIVF, gpu_available
 
 __all__ = ["AnnIndex", "BACKENDS", "create_index", "load_index", "resolve_auto", "gpu_available",
-           "save_atomic", "read_bundle_file"]
+           "save_atomic", "read_bundle_file", "search_reranked"]
 
 def _ivfpq(dim: int, pq_m: int | None = None, **params: Any) -> FaissIVF:
     """IVF-PQ with ~16 dimensions per sub-quantiser (pq_m must divide dim)."""

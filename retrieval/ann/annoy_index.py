@@ -25,6 +25,7 @@ class AnnoyBackend:
 
     name = "annoy"
     exact = False
+    rerank = 2
 
     def __init__(self, dim: int, n_trees: int = 64, search_k: int | None = None) -> None:
         self.dim, self.n_trees, self.search_k = dim, n_trees, search_k

@@ -11,11 +11,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["AnnIndex", "save_atomic", "read_bundle_file", "pack", "unpack", "pad_results"]
+__all__ = ["AnnIndex", "save_atomic", "read_bundle_file", "pack", "unpack", "pad_results", "search_reranked"]
 
 
 @runtime_checkable
@@ -30,6 +31,7 @@ class AnnIndex(Protocol):
     name: str
     dim: int
     exact: bool  # False: scores are approximate, the Engine re-ranks with stored vectors
+    rerank: int  # how many times k candidates to fetch before an exact re-rank (1: none)
 
     @property
     def ntotal(self) -> int:
@@ -59,6 +61,24 @@ class AnnIndex(Protocol):
 
     def to_bytes(self) -> bytes:
         """Serialise the index (without the header the bundle adds)."""
+
+
+def search_reranked(index: AnnIndex, query: np.ndarray, k: int,
+                    lookup: Callable[[list[int]], Mapping[int, np.ndarray]],
+                    allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """One query: fetch k x index.rerank candidates, re-score them exactly, best first.
+
+    `lookup` returns the stored vectors of candidate ids (from the catalog, or memory);
+    ids it does not know (removed meanwhile) are dropped. An exact index skips it.
+    """
+    q = np.asarray(query, np.float32).reshape(1, -1)
+    scores, ids = index.search(q, k * index.rerank, allowed)
+    pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+    if index.exact or not pairs:
+        return pairs
+    vectors = lookup([i for i, _ in pairs])
+    rescored = [(i, float(vectors[i] @ q[0])) for i, _ in pairs if i in vectors]
+    return sorted(rescored, key=lambda p: -p[1])
 
 
 def pack(arrays: dict[str, np.ndarray]) -> bytes:

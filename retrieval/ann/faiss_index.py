@@ -70,6 +70,7 @@ class FaissFlat:
 
     name = "flat"
     exact = True
+    rerank = 1
 
     def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
         self.dim = dim
@@ -130,6 +131,7 @@ class FaissIVF:
                  pq_m: int | None = None, train_min: int = 10_000) -> None:
         self.dim = dim
         self.name = "ivfpq" if pq_m is not None else "ivf"
+        self.rerank = 8 if pq_m is not None else 2  # PQ distances are coarse; re-rank deeper
         self.nlist, self.nprobe, self.pq_m, self.train_min = nlist, nprobe, pq_m, train_min
         self.index: faiss.Index | None = None
         self.trained_on = 0
@@ -227,6 +229,7 @@ class FaissHNSW:
 
     name = "hnsw"
     exact = False
+    rerank = 2
 
     def __init__(self, dim: int, M: int = 32, ef_construction: int = 80, ef_search: int = 128) -> None:
         self.dim, self.M, self.ef_construction, self.ef_search = dim, M, ef_construction, ef_search
