@@ -28,7 +28,7 @@ from .duplicates import DEFAULT_THRESHOLD
 from .engine import Engine, Hit, IndexReport
 from .errors import IndexNotFoundError, RetrievalError
 from .extractors import POOLINGS, ExtractorConfig, create_extractor, list_backbones
-from .extractors.base import RESIZE_MODES
+from .extractors.base import PRECISIONS, RESIZE_MODES
 from .filters import Filter, parse_date
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -43,6 +43,8 @@ IndexDir = Annotated[Path, typer.Option("--index-dir", "-i", envvar="RETRIEVE_IN
                                         help="Index bundle folder.")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+Precision = Annotated[str, typer.Option(help=f"Forward-pass precision: {', '.join(PRECISIONS)} "
+                                             "(auto: bf16 on a GPU, fp32 on the CPU).")]
 
 
 def main() -> None:
@@ -101,6 +103,7 @@ def index_cmd(
     index_type: Annotated[str, typer.Option("--index", help=f"ANN index for a new index: {INDEX_CHOICES}.")] = "flat",
     param: Annotated[Optional[list[str]], typer.Option(help="Index parameter KEY=VALUE (repeatable).")] = None,
     device: Device = "auto",
+    precision: Precision = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     workers: Annotated[Optional[int], typer.Option(min=0, help="Decode worker processes.")] = None,
     json_out: JsonFlag = False,
@@ -110,7 +113,7 @@ def index_cmd(
     with _user_errors():
         options = {"backbone": backbone, "weights": str(weights.resolve()) if weights else None,
                    "pooling": pooling, "gem_p": gem_p, "image_size": image_size, "resize": resize}
-        engine_kwargs = {"device": device, "batch_size": batch_size, "workers": workers}
+        engine_kwargs = {"device": device, "batch_size": batch_size, "workers": workers, "precision": precision}
         try:
             engine = _open(index_dir, options["weights"], **engine_kwargs)
             engine.require_config(**{k: v for k, v in options.items() if k != "weights"})
@@ -130,7 +133,8 @@ def _open(index_dir: Path, weights: str | None, **kwargs: Any) -> Engine:
         return engine
     config = replace(engine.manifest.config, weights=weights)
     engine.close()
-    return Engine.open(index_dir, extractor=create_extractor(config, kwargs.get("device", "auto")), **kwargs)
+    extractor = create_extractor(config, kwargs.get("device", "auto"), kwargs.get("precision", "auto"))
+    return Engine.open(index_dir, extractor=extractor, **kwargs)
 
 
 def _print_report(report: IndexReport, json_out: bool) -> None:
@@ -167,6 +171,7 @@ def query_cmd(
     weights: Annotated[Optional[Path], typer.Option(help="The backbone's weights file, if it has moved.")] = None,
     index_dir: IndexDir = Path(DEFAULT_INDEX_DIR),
     device: Device = "auto",
+    precision: Precision = "auto",
     json_out: JsonFlag = False,
 ) -> None:
     """Find the indexed images most similar to IMAGES (and/or --id)."""
@@ -177,7 +182,8 @@ def query_cmd(
                          min_bytes=min_size, max_bytes=max_size,
                          since=parse_date(since) if since else None, until=parse_date(until) if until else None,
                          tags=tuple(tag or ()), metadata=_parse_pairs(where, "--where"))
-        with _open(index_dir, str(weights.resolve()) if weights else None, device=device) as engine:
+        with _open(index_dir, str(weights.resolve()) if weights else None, device=device,
+                   precision=precision) as engine:
             start = time.perf_counter()
             query: list[Any] = [str(p) for p in images or []]
             if ids:

@@ -66,12 +66,14 @@ class Engine:
 
     def __init__(self, path: Path, catalog: Catalog, manifest: Manifest,
                  device: str | torch.device = "auto", extractor: Extractor | None = None,
-                 batch_size: int = 32, workers: int | None = None, lock_timeout: float = 30.0) -> None:
+                 batch_size: int = 32, workers: int | None = None, lock_timeout: float = 30.0,
+                 precision: str = "auto") -> None:
         self.path = path
         self.catalog = catalog
         self.manifest = manifest
         self.device = device
         self.batch_size = batch_size
+        self.precision = precision
         self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
         self._extractor = extractor
         self._lock = FileLock(str(path / LOCK_FILE), timeout=lock_timeout)
@@ -93,7 +95,7 @@ class Engine:
                 backbone name; None is the default (tf_efficientnet_lite0, GeM).
             index: ANN backend: flat, ivf, ivfpq, hnsw, annoy, or auto (by collection size).
             index_params: backend parameters (nlist, nprobe, M, ef_search, n_trees, ...).
-            kwargs: batch_size, workers, lock_timeout (see Engine).
+            kwargs: batch_size, workers, lock_timeout, precision (see Engine).
 
         Raises:
             IndexExistsError: a bundle exists and `exist_ok` is False.
@@ -109,11 +111,11 @@ class Engine:
                 raise IndexExistsError(f"an index already exists at {path}")
             engine = cls.open(path, device=device, extractor=built, **kwargs)
             if built is None and config != engine.manifest.config:  # e.g. the weights file moved
-                engine._adopt(create_extractor(config, device))
+                engine._adopt(create_extractor(config, device, engine.precision))
             return engine
         index_params = dict(index_params or {})
         _validate_backend(index, index_params)
-        extractor_obj = built or create_extractor(config, device)
+        extractor_obj = built or create_extractor(config, device, kwargs.get("precision", "auto"))
         path.mkdir(parents=True, exist_ok=True)
         catalog = Catalog(path / CATALOG_FILE, create=True)
         catalog.set_setting("manifest", extractor_obj.manifest.to_json())
@@ -160,7 +162,7 @@ class Engine:
         """The warm model; built on first use and checked against the manifest."""
         if self._extractor is None:
             start = time.perf_counter()
-            built = create_extractor(self.manifest.config, self.device)
+            built = create_extractor(self.manifest.config, self.device, self.precision)
             self.manifest.check_compatible(built.manifest, "extractor available here")
             self._extractor = built
             self.load_seconds = time.perf_counter() - start

@@ -1,13 +1,16 @@
 """Carrying out an indexing plan: cheap writes first, then decode and embed in batches.
 
-Each batch commits its rows and vectors in one transaction, so a run killed at any point
-loses at most the batch in flight, and the next run finds the rest to do.
+Decoding runs in loader workers, embedding in this thread, and each batch's commit
+(rows and vectors in one transaction, then the ANN catch-up) in a writer thread while
+the next batch embeds. A run killed at any point loses at most the batches in flight,
+and the next run finds the rest to do.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +19,7 @@ import torch
 
 from .catalog import STATUS_FAILED, Catalog, FileRecord
 from .extractors import Extractor
-from .images import DecodeDataset, collate_decoded
+from .images import DecodeDataset, DecodedBatch, collate_decoded
 from .indexer import Plan
 
 __all__ = ["IndexReport", "execute"]
@@ -92,26 +95,43 @@ def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Call
         pin_memory=extractor.device.type == "cuda", prefetch_factor=4 if workers else None,
     )
     done = 0
-    for batch in loader:
-        vectors = extractor.embed(batch.pixels, batch.heights, batch.widths) if batch.indices else []
-        records: list[FileRecord] = []
-        for item, vec in zip(batch.items, vectors):
-            fresh = _with_twins(plan, item.index, metadata, width=item.width, height=item.height,
-                                format=item.format, vector=np.asarray(vec))
-            report.added += sum(r.id is None for r in fresh)
-            report.updated += sum(r.id is not None for r in fresh)
-            report.duplicates += len(fresh) - 1
-            records += fresh
-        for item in batch.failures:
-            bad = _with_twins(plan, item.index, metadata, status=STATUS_FAILED, error=item.error)
-            report.failed += [(r.path, item.error or "") for r in bad]
-            records += bad
-        catalog.apply(records)
-        after_batch()
-        report.embedded += len(batch.indices)
-        done += len(batch.indices) + len(batch.failures)
-        if progress:
-            progress("embedding", done, len(plan.embed))
+    with ThreadPoolExecutor(1, thread_name_prefix="catalog-writer") as writer:
+        pending: Future[None] | None = None
+        for batch in loader:
+            records = _records(plan, batch, extractor, metadata, report)
+            if pending is not None:
+                pending.result()  # at most one write in flight: memory stays bounded, errors surface
+            pending = writer.submit(_commit, catalog, records, after_batch)
+            report.embedded += len(batch.indices)
+            done += len(batch.indices) + len(batch.failures)
+            if progress:
+                progress("embedding", done, len(plan.embed))
+        if pending is not None:
+            pending.result()
+
+
+def _commit(catalog: Catalog, records: list[FileRecord], after_batch: Callable[[], None]) -> None:
+    catalog.apply(records)
+    after_batch()
+
+
+def _records(plan: Plan, batch: DecodedBatch, extractor: Extractor, metadata: dict[str, Any] | None,
+             report: IndexReport) -> list[FileRecord]:
+    """Embed one decoded batch; rows for its files, their twins and its failures."""
+    vectors = extractor.embed_adaptive(batch.pixels, batch.heights, batch.widths) if batch.indices else []
+    records: list[FileRecord] = []
+    for item, vec in zip(batch.items, vectors):
+        fresh = _with_twins(plan, item.index, metadata, width=item.width, height=item.height,
+                            format=item.format, vector=np.asarray(vec))
+        report.added += sum(r.id is None for r in fresh)
+        report.updated += sum(r.id is not None for r in fresh)
+        report.duplicates += len(fresh) - 1
+        records += fresh
+    for item in batch.failures:
+        bad = _with_twins(plan, item.index, metadata, status=STATUS_FAILED, error=item.error)
+        report.failed += [(r.path, item.error or "") for r in bad]
+        records += bad
+    return records
 
 
 def _with_twins(plan: Plan, index: int, metadata: dict[str, Any] | None, **fields: Any) -> list[FileRecord]:

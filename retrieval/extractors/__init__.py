@@ -17,13 +17,18 @@ __all__ = [
     "create_extractor", "list_backbones", "POOLINGS", "resolve_device",
 ]
 
-EXTRACTORS: dict[str, Callable[[ExtractorConfig, str | torch.device], Extractor]] = {
+EXTRACTORS: dict[str, Callable[..., Extractor]] = {
     "bottleneck": BottleneckExtractor,
 }
 
 
-def create_extractor(config: ExtractorConfig, device: str | torch.device = "cpu") -> Extractor:
-    """Build the extractor a config describes (loads weights: call once, keep it warm)."""
+def create_extractor(config: ExtractorConfig, device: str | torch.device = "cpu",
+                     precision: str = "auto") -> Extractor:
+    """Build the extractor a config describes (loads weights: call once, keep it warm).
+
+    Args:
+        precision: auto (bf16/fp16 on a GPU, fp32 on the CPU), fp32, bf16 or fp16.
+    """
     if config.kind not in EXTRACTORS:
         raise UnknownNameError(f"unknown extractor kind {config.kind!r}; choose {', '.join(EXTRACTORS)}")
-    return EXTRACTORS[config.kind](config, device)
+    return EXTRACTORS[config.kind](config, device, precision)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -15,9 +16,12 @@ from PIL import Image
 from ..errors import ExtractorMismatchError, RetrievalError, UnknownNameError
 from ..images import Preprocessor
 
-__all__ = ["ExtractorConfig", "Manifest", "Extractor", "resolve_device", "RESIZE_MODES"]
+__all__ = ["ExtractorConfig", "Manifest", "Extractor", "resolve_device", "RESIZE_MODES", "PRECISIONS"]
 
 RESIZE_MODES = ("letterbox", "squash")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -141,10 +145,38 @@ class Extractor(abc.ABC):
     def embed(self, pixels: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> np.ndarray:
         """(N, H, W, 3) uint8 canvases and valid sizes -> (N, dim) float32 unit vectors."""
 
+    # Largest batch known to fit on the device; shrinks after an out-of-memory error.
+    max_batch: int | None = None
+
+    def embed_adaptive(self, pixels: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> np.ndarray:
+        """:meth:`embed`, splitting the batch whenever the device runs out of memory.
+
+        The smaller size is remembered, so later batches go straight to it; a single
+        image that does not fit is an error.
+        """
+        n = len(pixels)
+        step = min(n, self.max_batch or n)
+        out, start = [], 0
+        while start < n:
+            end = min(n, start + step)
+            try:
+                out.append(self.embed(pixels[start:end], heights[start:end], widths[start:end]))
+                start = end
+            except torch.OutOfMemoryError:
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if step == 1:
+                    raise RetrievalError(f"out of {self.device.type} memory even for one image; "
+                                         "lower --image-size or use --device cpu") from None
+                step = max(1, step // 2)
+                self.max_batch = step
+                log.warning("out of %s memory: batch size lowered to %d", self.device.type, step)
+        return np.concatenate(out) if out else np.empty((0, self.dim), np.float32)
+
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         """Convenience for a few in-memory images (queries): preprocess and embed."""
         prepared = [self.preprocessor(im) for im in images]
         pixels = torch.from_numpy(np.stack([p[0] for p in prepared]))
         hs = torch.tensor([p[1] for p in prepared])
         ws = torch.tensor([p[2] for p in prepared])
-        return self.embed(pixels, hs, ws)
+        return self.embed_adaptive(pixels, hs, ws)

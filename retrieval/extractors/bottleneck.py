@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import create_trunk
-from .base import Extractor, ExtractorConfig, Manifest, resolve_device
+from ..errors import UnknownNameError
+from .base import PRECISIONS, Extractor, ExtractorConfig, Manifest, resolve_device
 from .pooling import create_pooling, valid_mask
 
-__all__ = ["BottleneckExtractor", "DescriptorNet"]
+__all__ = ["BottleneckExtractor", "DescriptorNet", "resolve_precision"]
 
 
 class DescriptorNet(nn.Module):
@@ -42,11 +43,17 @@ class DescriptorNet(nn.Module):
 
 
 class BottleneckExtractor(Extractor):
-    """Pooled penultimate activations of a pretrained backbone."""
+    """Pooled penultimate activations of a pretrained backbone.
 
-    def __init__(self, config: ExtractorConfig, device: str | torch.device = "cpu") -> None:
+    On a GPU the trunk runs channels_last under bf16 autocast by default (`precision`);
+    pooling and normalisation stay in float32. On the CPU everything is float32.
+    """
+
+    def __init__(self, config: ExtractorConfig, device: str | torch.device = "cpu",
+                 precision: str = "auto") -> None:
         trunk = create_trunk(config.backbone, config.weights)
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.manifest = Manifest(
             config=config, dim=trunk.dim, weights_digest=trunk.weights_digest,
             mean=trunk.mean, std=trunk.std, interpolation=trunk.interpolation,
@@ -55,10 +62,25 @@ class BottleneckExtractor(Extractor):
         net = DescriptorNet(trunk.module, create_pooling(config.pooling, config.gem_p),
                             trunk.mean, trunk.std, config.image_size)
         self.net = net.to(self.device).eval()
+        if self.device.type == "cuda":
+            self.net = self.net.to(memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def embed(self, pixels: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> np.ndarray:
-        non_blocking = self.device.type == "cuda"
-        out = self.net(pixels.to(self.device, non_blocking=non_blocking),
-                       heights.to(self.device), widths.to(self.device))
+        non_blocking = self.device.type == "cuda"  # the loader pins host memory on CUDA
+        pixels = pixels.to(self.device, non_blocking=non_blocking)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            out = self.net(pixels, heights.to(self.device), widths.to(self.device))
         return out.float().cpu().numpy()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' is bf16 on a GPU that supports it (fp16 otherwise) and fp32 on the CPU."""
+    if precision not in PRECISIONS:
+        raise UnknownNameError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
