@@ -68,12 +68,16 @@ def near_groups(catalog: Catalog, index: AnnIndex, threshold: float = DEFAULT_TH
     """Groups of images whose vectors are at least `threshold` similar, transitively.
 
     Includes exact duplicates (similarity 1). Each image looks at `neighbours`
-    candidates; a larger group than that is still joined through its members.
+    candidates; a larger group than that is still joined through its members. On an
+    approximate index the candidates are re-scored with the stored vectors (fetched
+    for one block at a time), so the threshold applies to true similarities.
     """
     uf = _UnionFind()
     total, done = index.ntotal, 0
     for ids, vectors in catalog.iter_vectors(block):
-        scores, found = index.search(vectors, neighbours + 1)
+        scores, found = index.search(vectors, (neighbours + 1) * index.rerank)
+        if not index.exact:
+            scores = _exact_scores(catalog, vectors, found)
         for row, image_id in enumerate(ids):
             for s, other in zip(scores[row], found[row]):
                 if other >= 0 and other != image_id and s >= threshold:
@@ -91,6 +95,18 @@ def near_groups(catalog: Catalog, index: AnnIndex, threshold: float = DEFAULT_TH
         hashes = {rows[i].content_hash for i in g if i in rows}
         out.append(DuplicateGroup(tuple(g), tuple(rows[i].path for i in g if i in rows),
                                   len(hashes) == 1, round(uf.weakest[uf.find(g[0])], 6)))
+    return out
+
+
+def _exact_scores(catalog: Catalog, vectors: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Similarity of each block vector to each of its candidates (-inf where none or removed)."""
+    stored = catalog.vectors(int(i) for i in np.unique(found[found >= 0]))
+    out = np.full(found.shape, -np.inf, np.float32)
+    for row, candidates in enumerate(found):
+        for col, other in enumerate(candidates):
+            vec = stored.get(int(other))
+            if vec is not None:
+                out[row, col] = float(vectors[row] @ vec)
     return out
 
 

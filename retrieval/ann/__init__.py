@@ -41,7 +41,7 @@ def resolve_auto(count: int, dim: int, available_bytes: int | None = None) -> st
     if available_bytes is None:
         available_bytes = _available_memory()
     hnsw_bytes = count * (dim * 4 + 32 * 2 * 8)
-    return "hnsw" if hnsw_bytes < available_bytes // 2 else "ivfpq"
+    return "hnsw" if hnsw_bytes <= available_bytes // 2 else "ivfpq"
 
 
 def _available_memory() -> int:

@@ -6,6 +6,7 @@ records the catalog generation it reflects so that any process can bring it up t
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -108,9 +109,12 @@ def save_atomic(path: Path, header: dict[str, Any], payload: bytes) -> None:
     """Write header + payload to a temp file beside `path`, fsync, then rename over it.
 
     A reader opening `path` sees either the previous file or this one, never a mix,
-    and a crash mid-write leaves the previous file in place.
+    and a crash mid-write leaves the previous file in place. The caller holds the
+    bundle's write lock, so a temp file already there is a crashed save's: removed.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(glob.escape(path.name) + ".*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

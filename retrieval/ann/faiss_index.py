@@ -154,7 +154,7 @@ class FaissIVF:
     def build(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self.buffer = FaissFlat(self.dim)
         self.index, self._gpu = None, _GpuMirror()
-        if len(ids) < self.train_min:
+        if len(ids) < self._trainable_from():
             self.buffer.add(ids, vectors)
             return
         nlist, _ = self._resolved(len(ids))
@@ -186,19 +186,38 @@ class FaissIVF:
             return self.buffer.search(queries, k, allowed)
         _, nprobe = self._resolved(self.trained_on)
         nprobe = min(nprobe, self.index.nlist)
+        k = max(1, k)
+        # Probed cells can hold fewer than k live (or allowed) vectors, after many deletes or
+        # under a narrow filter: probe twice as many cells until every row is full or all
+        # cells were scanned, which is exact. The common case searches once.
+        wanted = min(k, self.ntotal)
+        while True:
+            scores, ids = self._search_cells(queries, k, nprobe, allowed)
+            if nprobe >= self.index.nlist or bool(((ids >= 0).sum(axis=1) >= wanted).all()):
+                return scores, ids
+            nprobe = min(2 * nprobe, self.index.nlist)
+
+    def _search_cells(self, queries: np.ndarray, k: int, nprobe: int,
+                      allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        assert self.index is not None
         if allowed is not None:
             params = faiss.SearchParametersIVF(nprobe=nprobe, sel=faiss.IDSelectorBatch(_i64(allowed)))
-            return self.index.search(_f32(queries), max(1, k), params=params)
+            return self.index.search(_f32(queries), k, params=params)
         index = self._gpu.get(self.index)
         if index is self.index:
-            return index.search(_f32(queries), max(1, k), params=faiss.SearchParametersIVF(nprobe=nprobe))
+            return index.search(_f32(queries), k, params=faiss.SearchParametersIVF(nprobe=nprobe))
         faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", nprobe)
-        return index.search(_f32(queries), max(1, k))
+        return index.search(_f32(queries), k)
 
     def needs_rebuild(self) -> bool:
         if self.index is None:
-            return self.buffer.ntotal >= self.train_min
+            return self.buffer.ntotal >= self._trainable_from()
         return self.ntotal > 4 * self.trained_on
+
+    def _trainable_from(self) -> int:
+        """Vectors needed before training: train_min, and never fewer than the 256 points
+        that PQ codebooks (8 bits a code) need, so a small train_min cannot make writes fail."""
+        return max(self.train_min, 256) if self.pq_m is not None else self.train_min
 
     def to_bytes(self) -> bytes:
         arrays = {"buffer": np.frombuffer(self.buffer.to_bytes(), np.uint8),
@@ -270,16 +289,26 @@ class FaissHNSW:
 
     def search(self, queries: np.ndarray, k: int,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        k = max(1, k)
+        k, queries = max(1, k), _f32(queries)
+        wanted = min(k, self.ntotal)
         if allowed is not None:
             pos = np.fromiter((self.position[int(i)] for i in allowed if int(i) in self.position), np.int64)
             sel = faiss.IDSelectorBatch(pos)
+            wanted = min(k, len(pos))
         elif self.dead.any():
             sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.flatnonzero(self.dead).astype(np.int64)))
         else:
             sel = None
-        params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, k), sel=sel)
-        scores, pos = self.index.search(_f32(queries), k, params=params)
+        # A narrow filter or many tombstones can end the graph walk short of k results:
+        # widen the beam twice, then scan the stored vectors exactly under the same filter.
+        ef = max(self.ef_search, k)
+        for _ in range(3):
+            scores, pos = self.index.search(queries, k, params=faiss.SearchParametersHNSW(efSearch=ef, sel=sel))
+            if bool(((pos >= 0).sum(axis=1) >= wanted).all()):
+                break
+            ef *= 4
+        else:
+            scores, pos = self.index.storage.search(queries, k, params=faiss.SearchParameters(sel=sel))
         ids = np.where(pos >= 0, self.labels[np.clip(pos, 0, None)] if len(self.labels) else -1, -1)
         return scores, ids
 
