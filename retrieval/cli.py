@@ -27,6 +27,7 @@ from .ann import BACKENDS
 from .duplicates import DEFAULT_THRESHOLD
 from .engine import Engine, Hit, IndexReport
 from .errors import IndexNotFoundError, RetrievalError
+from .device_decode import DECODE_MODES
 from .extractors import POOLINGS, ExtractorConfig, create_extractor, list_backbones
 from .extractors.base import PRECISIONS, RESIZE_MODES
 from .filters import Filter, parse_date
@@ -100,12 +101,14 @@ def index_cmd(
     gem_p: Annotated[Optional[float], typer.Option(help="GeM exponent.")] = None,
     image_size: Annotated[Optional[int], typer.Option(help="Input canvas side in pixels.")] = None,
     resize: Annotated[Optional[str], typer.Option(help=f"Resize mode: {', '.join(RESIZE_MODES)}.")] = None,
-    index_type: Annotated[str, typer.Option("--index", help=f"ANN index for a new index: {INDEX_CHOICES}.")] = "flat",
+    index_type: Annotated[str, typer.Option("--index", help=f"ANN index for a new index: {INDEX_CHOICES}.")] = "auto",
     param: Annotated[Optional[list[str]], typer.Option(help="Index parameter KEY=VALUE (repeatable).")] = None,
     device: Device = "auto",
     precision: Precision = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     workers: Annotated[Optional[int], typer.Option(min=0, help="Decode worker processes.")] = None,
+    decode: Annotated[str, typer.Option(help=f"Where JPEGs are decoded: {', '.join(DECODE_MODES)} "
+                                             "(auto: on the GPU when --device is one, else in the workers).")] = "auto",
     json_out: JsonFlag = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -113,7 +116,8 @@ def index_cmd(
     with _user_errors():
         options = {"backbone": backbone, "weights": str(weights.resolve()) if weights else None,
                    "pooling": pooling, "gem_p": gem_p, "image_size": image_size, "resize": resize}
-        engine_kwargs = {"device": device, "batch_size": batch_size, "workers": workers, "precision": precision}
+        engine_kwargs = {"device": device, "batch_size": batch_size, "workers": workers, "precision": precision,
+                         "decode": decode}
         try:
             engine = _open(index_dir, options["weights"], **engine_kwargs)
             engine.require_config(**{k: v for k, v in options.items() if k != "weights"})

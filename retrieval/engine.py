@@ -25,6 +25,7 @@ from PIL import Image
 from . import ann, duplicates, ingest
 from .ann.cache import AnnCache
 from .catalog import STATUS_OK, Catalog
+from .device_decode import check_decode_mode
 from .errors import BadImageError, ExtractorMismatchError, IndexBusyError, IndexExistsError, IndexNotFoundError, RetrievalError
 from .extractors import Extractor, ExtractorConfig, Manifest, create_extractor
 from .filters import Filter
@@ -67,13 +68,14 @@ class Engine:
     def __init__(self, path: Path, catalog: Catalog, manifest: Manifest,
                  device: str | torch.device = "auto", extractor: Extractor | None = None,
                  batch_size: int = 32, workers: int | None = None, lock_timeout: float = 30.0,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", decode: str = "auto") -> None:
         self.path = path
         self.catalog = catalog
         self.manifest = manifest
         self.device = device
         self.batch_size = batch_size
         self.precision = precision
+        self.decode = check_decode_mode(decode)  # where JPEGs are decoded: auto (on a GPU, there), cpu, device
         self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
         self._extractor = extractor
         self._lock = FileLock(str(path / LOCK_FILE), timeout=lock_timeout)
@@ -86,7 +88,7 @@ class Engine:
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], extractor: Extractor | ExtractorConfig | str | None = None,
-               *, index: str = "flat", index_params: Mapping[str, Any] | None = None,
+               *, index: str = "auto", index_params: Mapping[str, Any] | None = None,
                exist_ok: bool = False, device: str | torch.device = "auto", **kwargs: Any) -> Engine:
         """Create a new bundle at `path` (or open it, if `exist_ok` and compatible).
 
@@ -95,7 +97,7 @@ class Engine:
                 backbone name; None is the default (tf_efficientnet_lite0, GeM).
             index: ANN backend: flat, ivf, ivfpq, hnsw, annoy, or auto (by collection size).
             index_params: backend parameters (nlist, nprobe, M, ef_search, n_trees, ...).
-            kwargs: batch_size, workers, lock_timeout, precision (see Engine).
+            kwargs: batch_size, workers, lock_timeout, precision, decode (see Engine).
 
         Raises:
             IndexExistsError: a bundle exists and `exist_ok` is False.
@@ -272,7 +274,7 @@ class Engine:
         start = time.perf_counter()
         report = ingest.execute(plan, self.catalog, lambda: self.extractor, self._cache.sync,
                                 batch_size=self.batch_size, workers=self.workers, metadata=metadata,
-                                progress=progress)
+                                progress=progress, decode=self.decode)
         self._persist_index()
         report.seconds = time.perf_counter() - start
         return report

@@ -10,7 +10,8 @@ import hashlib
 import os
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,10 @@ __all__ = [
     "file_digest",
     "is_image_path",
     "load_image",
+    "load_image_or_jpeg",
+    "EncodedJpeg",
     "letterbox",
+    "fit_size",
     "Preprocessor",
     "Decoded",
     "DecodeDataset",
@@ -42,7 +46,6 @@ IMAGE_SUFFIXES = frozenset(
 # Images above this many pixels are refused before decoding: a 10 kB PNG can claim
 # 100k x 100k pixels and would take 30 GB to decode (a "decompression bomb").
 MAX_PIXELS = 100_000_000
-
 
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
@@ -89,6 +92,21 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 _EXIF_ORIENTATION = 0x0112
+_JPEG_END = b"\xff\xd9"  # the end-of-image marker: a file cut short lacks it
+
+
+@dataclass(frozen=True)
+class EncodedJpeg:
+    """A JPEG left for a device decoder: its bytes and what its header said.
+
+    `width` and `height` are the upright size; `orientation` is the EXIF tag that
+    the decoded pixels still need applied.
+    """
+
+    data: bytes
+    orientation: int
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -121,11 +139,41 @@ def load_image(
         draft_size: when set, JPEGs are decoded at the smallest power-of-two scale
             that still covers this many pixels on each side: up to 8x faster.
     """
+    with _reasons(), Image.open(path) as img:
+        return _finish(img, *_checked_size(img, max_pixels), draft_size)
+
+
+def load_image_or_jpeg(
+    path: str | os.PathLike[str],
+    max_pixels: int = MAX_PIXELS,
+    draft_size: int | None = None,
+) -> DecodedImage | EncodedJpeg:
+    """:func:`load_image`, except that a JPEG a device decoder takes comes back undecoded.
+
+    Such a JPEG has passed the same header checks (pixel limit, empty image) and carries
+    its upright size and EXIF orientation. Only baseline RGB or greyscale files that end
+    with the end-of-image marker qualify: CMYK and YCCK colours, progressive scans (which
+    nvJPEG decodes one by one on the host) and truncated files are decoded here by Pillow,
+    which converts them or names what is wrong.
+    """
+    with _reasons(), open(path, "rb") as f, Image.open(f) as img:
+        width, height = _checked_size(img, max_pixels)
+        if img.format == "JPEG" and img.mode in ("RGB", "L") and not img.info.get("progressive"):
+            f.seek(0)
+            data = f.read()
+            if data.endswith(_JPEG_END):
+                return EncodedJpeg(data, _orientation(img), width, height)
+        return _finish(img, width, height, draft_size)
+
+
+@contextmanager
+def _reasons() -> Iterator[None]:
+    """Turn whatever opening and decoding raise into BadImageError with a one-line reason."""
     try:
         with warnings.catch_warnings():
             # Our explicit limit replaces Pillow's warning, for this call only.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            rgb, width, height, fmt = _decode(path, max_pixels, draft_size)
+            yield
     except BadImageError:
         raise
     except UnidentifiedImageError:
@@ -141,29 +189,35 @@ def load_image(
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         reason = str(e).strip() or type(e).__name__
         raise BadImageError(f"cannot decode: {reason}") from None
-    return DecodedImage(rgb, width, height, fmt)
 
 
-def _decode(path: str | os.PathLike[str], max_pixels: int, draft_size: int | None,
-            ) -> tuple[Image.Image, int, int, str]:
-    """The decoding itself; :func:`load_image` maps its exceptions to reasons."""
-    with Image.open(path) as img:
-        fmt = img.format or "UNKNOWN"
-        if img.width * img.height > max_pixels:
-            raise BadImageError(
-                f"image is {img.width}x{img.height} pixels, over the limit of "
-                f"{max_pixels:,} (decompression bomb guard)"
-            )
-        if img.width == 0 or img.height == 0:
-            raise BadImageError("image has no pixels")
-        width, height = img.size
-        if img.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-            width, height = height, width  # recorded as seen upright
-        if draft_size is not None and fmt == "JPEG":
-            img.draft("RGB", (draft_size, draft_size))
-        img.load()
-        rgb = _to_rgb(ImageOps.exif_transpose(img))
-    return rgb, width, height, fmt
+def _checked_size(img: Image.Image, max_pixels: int) -> tuple[int, int]:
+    """The upright (width, height) from the header; refuses bombs and empty images unread."""
+    if img.width * img.height > max_pixels:
+        raise BadImageError(
+            f"image is {img.width}x{img.height} pixels, over the limit of "
+            f"{max_pixels:,} (decompression bomb guard)"
+        )
+    if img.width == 0 or img.height == 0:
+        raise BadImageError("image has no pixels")
+    if _orientation(img) in (5, 6, 7, 8):
+        return img.height, img.width  # recorded as seen upright
+    return img.width, img.height
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright as stored), 1 when absent or not a valid value."""
+    value = img.getexif().get(_EXIF_ORIENTATION, 1)
+    return value if value in range(1, 9) else 1
+
+
+def _finish(img: Image.Image, width: int, height: int, draft_size: int | None) -> DecodedImage:
+    """Decode the pixels of a checked image and make them upright 8-bit RGB."""
+    fmt = img.format or "UNKNOWN"
+    if draft_size is not None and fmt == "JPEG":
+        img.draft("RGB", (draft_size, draft_size))
+    img.load()
+    return DecodedImage(_to_rgb(ImageOps.exif_transpose(img)), width, height, fmt)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -202,6 +256,15 @@ def _scale_to_uint8(a: np.ndarray) -> np.ndarray:
     return np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
+def fit_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) scaled so that the longer side is `size`: the letterboxed image's size.
+
+    One rule for the host and the device paths, so both give the same valid region.
+    """
+    scale = size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def letterbox(
     img: Image.Image, size: int, interpolation: str = "bicubic"
 ) -> tuple[np.ndarray, int, int]:
@@ -213,9 +276,7 @@ def letterbox(
     Returns:
         (HWC uint8 array of shape (size, size, 3), valid height, valid width)
     """
-    scale = size / max(img.width, img.height)
-    w = max(1, round(img.width * scale))
-    h = max(1, round(img.height * scale))
+    w, h = fit_size(img.width, img.height, size)
     if (w, h) != img.size:
         resample = Image.Resampling[interpolation.upper()]
         img = img.resize((w, h), resample, reducing_gap=3.0)
@@ -243,10 +304,17 @@ class Preprocessor:
             return np.asarray(img.resize((size, size), resample), dtype=np.uint8), size, size
         return letterbox(img, self.image_size, self.interpolation)
 
+    def fit(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) an upright image of this size takes on the canvas."""
+        if self.resize == "squash":
+            return self.image_size, self.image_size
+        return fit_size(width, height, self.image_size)
+
 
 @dataclass(frozen=True)
 class Decoded:
-    """One decode result: either a canvas with its facts, or the reason it failed."""
+    """One decode result: a canvas with its facts, a JPEG's bytes for the device, or the
+    reason it failed."""
 
     index: int
     pixels: np.ndarray | None = None
@@ -256,31 +324,61 @@ class Decoded:
     height: int | None = None
     format: str | None = None
     error: str | None = None
+    jpeg: bytes | None = None  # set instead of pixels: to be decoded on the device
+    orientation: int = 1  # EXIF orientation still to apply to the decoded `jpeg`
 
 
 class DecodeDataset(torch.utils.data.Dataset):
-    """Decodes and preprocesses files by position; a bad file yields an error, not a raise."""
+    """Decodes and preprocesses files by position; a bad file yields an error, not a raise.
 
-    def __init__(self, paths: list[str], preprocess: Preprocessor, max_pixels: int = MAX_PIXELS) -> None:
+    With `jpeg_bytes`, JPEGs that a device decoder takes are only read and their headers
+    checked (see :func:`load_image_or_jpeg`): the worker's share of the work shrinks to
+    file reading, and decoding and resizing happen in batches on the device.
+    """
+
+    def __init__(self, paths: list[str], preprocess: Preprocessor, max_pixels: int = MAX_PIXELS,
+                 jpeg_bytes: bool = False) -> None:
         self.paths = paths
         self.preprocess = preprocess
         self.max_pixels = max_pixels
+        self.jpeg_bytes = jpeg_bytes
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Decoded:
+        if not self.jpeg_bytes:
+            return self.decode_on_host(i)
         try:
-            img = load_image(self.paths[i], self.max_pixels, draft_size=self.preprocess.image_size)
-            pixels, h, w = self.preprocess(img.image)
+            got = load_image_or_jpeg(self.paths[i], self.max_pixels, draft_size=self.preprocess.image_size)
         except BadImageError as e:
             return Decoded(i, error=str(e))
+        if isinstance(got, EncodedJpeg):
+            return Decoded(i, width=got.width, height=got.height, format="JPEG", jpeg=got.data,
+                           orientation=got.orientation)
+        return self._canvas(i, got)
+
+    def decode_on_host(self, i: int) -> Decoded:
+        """File `i` decoded and preprocessed here, whatever its format: also the fallback
+        for a JPEG the device decoder rejects."""
+        try:
+            return self._canvas(i, load_image(self.paths[i], self.max_pixels, draft_size=self.preprocess.image_size))
+        except BadImageError as e:
+            return Decoded(i, error=str(e))
+
+    def _canvas(self, i: int, img: DecodedImage) -> Decoded:
+        pixels, h, w = self.preprocess(img.image)
         return Decoded(i, pixels, h, w, img.width, img.height, img.format)
 
 
 @dataclass
 class DecodedBatch:
-    """A collated batch: stacked canvases of the good files, and the failures."""
+    """A collated batch: stacked canvases of the good files, the JPEGs still to decode on
+    the device, and the failures.
+
+    The JPEGs' bytes travel packed in one tensor (one shared-memory block from a loader
+    worker, not one per file); :meth:`jpeg_tensors` gives each file's bytes as a view.
+    """
 
     indices: list[int]
     pixels: torch.Tensor  # (N, S, S, 3) uint8
@@ -288,16 +386,37 @@ class DecodedBatch:
     widths: torch.Tensor
     items: list[Decoded]
     failures: list[Decoded]
+    jpegs: list[Decoded] = field(default_factory=list)  # facts and orientation; bytes in jpeg_data
+    jpeg_data: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.uint8))
+    jpeg_spans: list[tuple[int, int]] = field(default_factory=list)  # (offset, length) per jpeg
+
+    def jpeg_tensors(self) -> list[torch.Tensor]:
+        """Each pending JPEG's bytes, a 1-D uint8 view into `jpeg_data`."""
+        return [self.jpeg_data[start:start + length] for start, length in self.jpeg_spans]
+
+    def pin_memory(self) -> DecodedBatch:
+        """Called by a pinning DataLoader: page-locked canvases copy to a GPU asynchronously.
+
+        Without this method the loader would hand the dataclass back unpinned.
+        """
+        self.pixels = self.pixels.pin_memory()
+        return self
 
 
 def collate_decoded(items: list[Decoded]) -> DecodedBatch:
-    """Stack the good items of a batch; keep failures aside with their reasons."""
-    good = [d for d in items if d.error is None]
+    """Stack the canvases of a batch, pack its pending JPEGs, keep failures aside with their reasons."""
+    good = [d for d in items if d.error is None and d.jpeg is None]
+    pending = [d for d in items if d.error is None and d.jpeg is not None]
     bad = [d for d in items if d.error is not None]
     if good:
         pixels = torch.from_numpy(np.stack([d.pixels for d in good]))
     else:
         pixels = torch.empty(0, 0, 0, 3, dtype=torch.uint8)
+    lengths = [len(d.jpeg) for d in pending]
+    offsets = np.cumsum([0, *lengths[:-1]]).tolist() if pending else []
+    data = np.empty(sum(lengths), np.uint8)
+    for d, start, length in zip(pending, offsets, lengths):
+        data[start:start + length] = np.frombuffer(d.jpeg, np.uint8)
     return DecodedBatch(
         indices=[d.index for d in good],
         pixels=pixels,
@@ -305,4 +424,7 @@ def collate_decoded(items: list[Decoded]) -> DecodedBatch:
         widths=torch.tensor([d.valid_w for d in good], dtype=torch.int64),
         items=[Decoded(d.index, None, d.valid_h, d.valid_w, d.width, d.height, d.format) for d in good],
         failures=bad,
+        jpegs=[replace(d, jpeg=None) for d in pending],
+        jpeg_data=torch.from_numpy(data),
+        jpeg_spans=list(zip(offsets, lengths)),
     )

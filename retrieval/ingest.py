@@ -2,22 +2,25 @@
 
 Decoding runs in loader workers, embedding in this thread, and each batch's commit
 (rows and vectors in one transaction, then the ANN catch-up) in a writer thread while
-the next batch embeds. A run killed at any point loses at most the batches in flight,
-and the next run finds the rest to do.
+the next batch embeds. With device decoding (the default on a GPU), workers only read
+JPEG files and a helper thread decodes each batch on the device, one batch ahead. A run
+killed at any point loses at most the batches in flight, and the next run finds the rest
+to do.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from .catalog import STATUS_FAILED, Catalog, FileRecord
+from .device_decode import decodes_on_device, finish_batch
 from .extractors import Extractor
 from .images import DecodeDataset, DecodedBatch, collate_decoded
 from .indexer import Plan
@@ -25,6 +28,8 @@ from .indexer import Plan
 __all__ = ["IndexReport", "execute"]
 
 Progress = Callable[[str, int, int], None]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -59,10 +64,11 @@ class IndexReport:
 
 def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], after_batch: Callable[[], None],
             *, batch_size: int, workers: int, metadata: dict[str, Any] | None = None,
-            progress: Progress | None = None) -> IndexReport:
+            progress: Progress | None = None, decode: str = "auto") -> IndexReport:
     """Write what the plan says; `extractor` is called only if something must be embedded.
 
     `after_batch` runs after every commit (the Engine catches its ANN index up there).
+    `decode` says where JPEGs are decoded (see :func:`~retrieval.device_decode.decodes_on_device`).
     """
     start = time.perf_counter()
     report = IndexReport(unchanged=plan.unchanged, removed=len(plan.removals),
@@ -79,7 +85,7 @@ def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], af
     if plan.moves or copies or plan.failed or plan.touches:
         catalog.apply(plan.moves + copies + plan.failed, touches=plan.touches)
     if plan.embed:
-        _embed(plan, catalog, extractor(), after_batch, batch_size, workers, metadata, progress, report)
+        _embed(plan, catalog, extractor(), after_batch, batch_size, workers, decode, metadata, progress, report)
     if plan.removals:
         catalog.apply(removals=plan.removals)
     report.seconds = time.perf_counter() - start
@@ -87,17 +93,22 @@ def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], af
 
 
 def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Callable[[], None],
-           batch_size: int, workers: int, metadata: dict[str, Any] | None,
+           batch_size: int, workers: int, decode: str, metadata: dict[str, Any] | None,
            progress: Progress | None, report: IndexReport) -> None:
+    preprocess, device = extractor.preprocessor, extractor.device
+    on_device = decodes_on_device(decode, device, preprocess.interpolation)
+    dataset = DecodeDataset([s.path for s, _ in plan.embed], preprocess, jpeg_bytes=on_device)
     loader = torch.utils.data.DataLoader(
-        DecodeDataset([s.path for s, _ in plan.embed], extractor.preprocessor),
-        batch_size=batch_size, num_workers=workers, collate_fn=collate_decoded,
-        pin_memory=extractor.device.type == "cuda", prefetch_factor=4 if workers else None,
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_decoded,
+        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
     )
+    batches: Iterable[DecodedBatch] = loader
+    if on_device:
+        batches = _one_ahead(loader, lambda b: finish_batch(b, preprocess, device, dataset.decode_on_host))
     done = 0
     with ThreadPoolExecutor(1, thread_name_prefix="catalog-writer") as writer:
         pending: Future[None] | None = None
-        for batch in loader:
+        for batch in batches:
             records = _records(plan, batch, extractor, metadata, report)
             if pending is not None:
                 pending.result()  # at most one write in flight: memory stays bounded, errors surface
@@ -108,6 +119,23 @@ def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Call
                 progress("embedding", done, len(plan.embed))
         if pending is not None:
             pending.result()
+
+
+def _one_ahead(items: Iterable[T], fn: Callable[[T], R]) -> Iterator[R]:
+    """`fn` over `items` in a helper thread, one result ahead of the caller.
+
+    Device decoding of the next batch then overlaps the embedding of this one (both
+    mostly wait on the GPU, outside the GIL), at the cost of one more batch in memory.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="device-decode") as helper:
+        ahead: Future[R] | None = None
+        for item in items:
+            following = helper.submit(fn, item)
+            if ahead is not None:
+                yield ahead.result()
+            ahead = following
+        if ahead is not None:
+            yield ahead.result()
 
 
 def _commit(catalog: Catalog, records: list[FileRecord], after_batch: Callable[[], None]) -> None:

@@ -65,7 +65,8 @@ def test_info_json_and_table(indexed: Path) -> None:
     info = json.loads(res.stdout)
     assert (info["count"], info["failed_count"], info["dim"]) == (50, 0, 1280)
     assert info["extractor"]["backbone"] == "tf_efficientnet_lite0"
-    assert info["index"]["type"] == "flat" and info["size_bytes"] > 50 * 1280 * 4
+    assert (info["index"]["type"], info["index"]["effective"]) == ("auto", "flat")  # small: exact search
+    assert info["size_bytes"] > 50 * 1280 * 4
     table = runner.invoke(app, ["info", "-i", str(indexed)])
     assert "50 indexed" in table.stdout and "tf_efficientnet_lite0" in table.stdout
 
