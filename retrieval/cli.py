@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,10 +28,15 @@ from .ann import BACKENDS
 from .duplicates import DEFAULT_THRESHOLD
 from .engine import Engine, Hit, IndexReport
 from .errors import IndexNotFoundError, RetrievalError
+from .extractors import POOLINGS, ExtractorConfig, create_extractor, list_backbones, resolve_extractor
 from .device_decode import DECODE_MODES
-from .extractors import POOLINGS, ExtractorConfig, create_extractor, list_backbones
 from .extractors.base import PRECISIONS, RESIZE_MODES
 from .filters import Filter, parse_date
+from .training.autoencoder import AutoencoderSettings, train_autoencoder
+from .training.corruptions import CorruptionSettings
+from .training.data import read_image_list, read_labelled
+from .training.evaluate import evaluate_engine
+from .training.triplet import MINING, TripletSettings, train_triplet
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Content-based image retrieval: index folders of images, find similar ones.")
@@ -39,6 +45,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_INDEX_DIR = "indexes/default"
 INDEX_CHOICES = ", ".join([*BACKENDS, "auto"])
+_TRIPLET, _AUTOENCODER = TripletSettings(), AutoencoderSettings()  # defaults of the train options
 
 IndexDir = Annotated[Path, typer.Option("--index-dir", "-i", envvar="RETRIEVE_INDEX_DIR",
                                         help="Index bundle folder.")]
@@ -46,6 +53,12 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable J
 Device = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
 Precision = Annotated[str, typer.Option(help=f"Forward-pass precision: {', '.join(PRECISIONS)} "
                                              "(auto: bf16 on a GPU, fp32 on the CPU).")]
+Workers = Annotated[Optional[int], typer.Option(min=0, help="Decode worker processes.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+ExtractorPath = Annotated[Optional[str], typer.Option(
+    "--extractor", help="A trained checkpoint folder (`retrieve train`) or a backbone name to embed with.")]
+Denoise = Annotated[Optional[Path], typer.Option(
+    help="Denoising autoencoder checkpoint (`retrieve train autoencoder`): clean images before embedding them.")]
 
 
 def main() -> None:
@@ -103,26 +116,32 @@ def index_cmd(
     resize: Annotated[Optional[str], typer.Option(help=f"Resize mode: {', '.join(RESIZE_MODES)}.")] = None,
     index_type: Annotated[str, typer.Option("--index", help=f"ANN index for a new index: {INDEX_CHOICES}.")] = "auto",
     param: Annotated[Optional[list[str]], typer.Option(help="Index parameter KEY=VALUE (repeatable).")] = None,
+    extractor: ExtractorPath = None,
+    denoise: Denoise = None,
     device: Device = "auto",
     precision: Precision = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    workers: Annotated[Optional[int], typer.Option(min=0, help="Decode worker processes.")] = None,
+    workers: Workers = None,
     decode: Annotated[str, typer.Option(help=f"Where JPEGs are decoded: {', '.join(DECODE_MODES)} "
                                              "(auto: on the GPU when --device is one, else in the workers).")] = "auto",
     json_out: JsonFlag = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Add new and changed images below FOLDERS, forget vanished ones."""
     with _user_errors():
         options = {"backbone": backbone, "weights": str(weights.resolve()) if weights else None,
                    "pooling": pooling, "gem_p": gem_p, "image_size": image_size, "resize": resize}
         engine_kwargs = {"device": device, "batch_size": batch_size, "workers": workers, "precision": precision,
-                         "decode": decode}
+                         "decode": decode, "denoise": denoise, "denoise_at": "index"}
+        if extractor is not None and any(v is not None for v in options.values()):
+            raise RetrievalError("--extractor replaces --backbone, --weights, --pooling, --gem-p, --image-size "
+                                 "and --resize: give one or the others")
         try:
-            engine = _open(index_dir, options["weights"], **engine_kwargs)
+            engine = _open(index_dir, options["weights"], extractor, **engine_kwargs)
             engine.require_config(**{k: v for k, v in options.items() if k != "weights"})
         except IndexNotFoundError:
-            config = ExtractorConfig(**{k: v for k, v in options.items() if v is not None})
+            config = resolve_extractor(extractor) if extractor is not None else \
+                ExtractorConfig(**{k: v for k, v in options.items() if v is not None})
             engine = Engine.create(index_dir, config, index=index_type, index_params=_parse_pairs(param, "--param"),
                                    **engine_kwargs)
         with engine, _progress_bar(not quiet) as progress:
@@ -130,12 +149,13 @@ def index_cmd(
         _print_report(report, json_out)
 
 
-def _open(index_dir: Path, weights: str | None, **kwargs: Any) -> Engine:
-    """Open an index; with --weights, embed with that file (its digest must match)."""
+def _open(index_dir: Path, weights: str | None, extractor: str | None = None, **kwargs: Any) -> Engine:
+    """Open an index; with --weights or --extractor, embed with that file or checkpoint
+    (its digest must match the index's)."""
     engine = Engine.open(index_dir, **kwargs)
-    if weights is None:
+    if weights is None and extractor is None:
         return engine
-    config = replace(engine.manifest.config, weights=weights)
+    config = resolve_extractor(extractor) if extractor is not None else replace(engine.manifest.config, weights=weights)
     engine.close()
     extractor = create_extractor(config, kwargs.get("device", "auto"), kwargs.get("precision", "auto"))
     return Engine.open(index_dir, extractor=extractor, **kwargs)
@@ -173,6 +193,8 @@ def query_cmd(
     dedup: Annotated[bool, typer.Option(help="Fold copies and near-copies into one result.")] = False,
     dedup_threshold: Annotated[float, typer.Option(help="Similarity above which --dedup folds.")] = DEFAULT_THRESHOLD,
     weights: Annotated[Optional[Path], typer.Option(help="The backbone's weights file, if it has moved.")] = None,
+    extractor: ExtractorPath = None,
+    denoise: Denoise = None,
     index_dir: IndexDir = Path(DEFAULT_INDEX_DIR),
     device: Device = "auto",
     precision: Precision = "auto",
@@ -186,8 +208,8 @@ def query_cmd(
                          min_bytes=min_size, max_bytes=max_size,
                          since=parse_date(since) if since else None, until=parse_date(until) if until else None,
                          tags=tuple(tag or ()), metadata=_parse_pairs(where, "--where"))
-        with _open(index_dir, str(weights.resolve()) if weights else None, device=device,
-                   precision=precision) as engine:
+        with _open(index_dir, str(weights.resolve()) if weights else None, extractor, device=device,
+                   precision=precision, denoise=denoise, denoise_at="query") as engine:
             start = time.perf_counter()
             query: list[Any] = [str(p) for p in images or []]
             if ids:
@@ -311,7 +333,7 @@ def dupes_cmd(
     exact: Annotated[bool, typer.Option("--exact", help="Identical files only.")] = False,
     index_dir: IndexDir = Path(DEFAULT_INDEX_DIR),
     json_out: JsonFlag = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """List groups of identical and near-identical images."""
     with _user_errors(), Engine.open(index_dir) as engine, _progress_bar(not quiet and not exact) as progress:
@@ -326,6 +348,176 @@ def dupes_cmd(
         for i, p in zip(g.ids, g.paths):
             out.print(f"  {i}\t{p}", highlight=False, markup=False)
     err.print(f"{len(groups)} groups", highlight=False)
+
+
+@app.command("eval")
+def eval_cmd(
+    data: Annotated[Optional[Path], typer.Argument(
+        help="Labelled folder (one subfolder per class) or CSV of path,label: each image queries the rest.")] = None,
+    queries: Annotated[Optional[Path], typer.Option(help="Query images: a list of path[,label] lines.")] = None,
+    gallery: Annotated[Optional[Path], typer.Option(help="Gallery images: a list of path[,label] lines.")] = None,
+    index_dir: Annotated[Optional[Path], typer.Option(
+        "--index", "--index-dir", "-i",
+        help="Evaluate this existing index (gallery images it lacks are added); default: a temporary one.")] = None,
+    extractor: ExtractorPath = None,
+    denoise: Denoise = None,
+    k: Annotated[Optional[list[int]], typer.Option("-k", min=1, help="Cut-offs for P@k and R@k (repeatable).")] = None,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    workers: Workers = None,
+    json_out: JsonFlag = False,
+    quiet: Quiet = False,
+) -> None:
+    """Measure mAP, precision@k and recall@k on labelled images."""
+    with _user_errors():
+        if (data is None) == (gallery is None) or (queries is not None and gallery is None):
+            raise RetrievalError("give a labelled DATA folder or CSV, or --gallery LIST (with --queries LIST)")
+        gallery_set = read_labelled(data) if data is not None else read_image_list(gallery)
+        query_set = read_image_list(queries) if queries is not None else None
+        kwargs = {"device": device, "precision": precision, "batch_size": batch_size, "workers": workers,
+                  "denoise": denoise}
+        with tempfile.TemporaryDirectory(prefix="retrieve-eval-") as tmp:
+            engine = _open(index_dir, None, extractor, **kwargs) if index_dir is not None else \
+                Engine.create(Path(tmp) / "bundle", extractor, **kwargs)
+            with engine, _progress_bar(not quiet) as progress:
+                report = evaluate_engine(engine, gallery_set, query_set, k or (1, 5, 10), progress)
+                config = engine.manifest.config
+    for path, reason in report.failed[:20]:
+        err.print(f"[yellow]skipped[/yellow] {escape(path)}: {escape(reason)}", highlight=False)
+    if json_out:
+        print(json.dumps({**report.to_dict(), "extractor": {"kind": config.kind, "backbone": config.backbone,
+                                                            "weights": config.weights}}))
+        return
+    table = Table("metric", "value", title=f"{report.scores.queries} queries against {report.gallery} gallery images"
+                  + (" (leave-one-out)" if report.leave_one_out else ""))
+    table.add_row("mAP", f"{report.scores.map:.4f}")
+    for n in report.scores.precision_at:
+        table.add_row(f"P@{n}", f"{report.scores.precision_at[n]:.4f}")
+    for n in report.scores.recall_at:
+        table.add_row(f"R@{n}", f"{report.scores.recall_at[n]:.4f}")
+    out.print(table)
+    err.print(f"{config.kind} extractor {config.weights or config.backbone}, {report.seconds:.1f} s", highlight=False)
+
+
+train_app = typer.Typer(no_args_is_help=True, help="Train extractors: triplet fine-tuning, denoising autoencoders.")
+app.add_typer(train_app, name="train")
+Out = Annotated[Path, typer.Option("--out", "-o", help="Checkpoint folder to write: afterwards an extractor path.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run saved in --out.")]
+
+
+@train_app.command("triplet")
+def train_triplet_cmd(
+    data: Annotated[Path, typer.Argument(help="Folder with one subfolder per class, or a CSV of path,label.")],
+    out_dir: Out,
+    epochs: Annotated[int, typer.Option(min=1)] = _TRIPLET.epochs,
+    frozen_stages: Annotated[int, typer.Option(min=0, help="Leading trunk stages kept frozen (Lite0 has 9).")]
+    = _TRIPLET.frozen_stages,
+    dim: Annotated[int, typer.Option(min=1, help="Output dimension of the projection head.")] = _TRIPLET.dim,
+    margin: Annotated[float, typer.Option(help="Triplet margin.")] = _TRIPLET.margin,
+    mining: Annotated[str, typer.Option(help=f"Triplets mined in each batch: {', '.join(MINING)}.")]
+    = _TRIPLET.mining,
+    classes_per_batch: Annotated[int, typer.Option("--classes-per-batch", "-p", min=2, help="P classes per batch.")]
+    = _TRIPLET.classes_per_batch,
+    per_class: Annotated[int, typer.Option("--per-class", "-k", min=2, help="K images per class and batch.")]
+    = _TRIPLET.per_class,
+    lr: Annotated[float, typer.Option(help="Trunk learning rate.")] = _TRIPLET.lr,
+    head_lr: Annotated[float, typer.Option(help="Head learning rate.")] = _TRIPLET.head_lr,
+    image_size: Annotated[int, typer.Option(help="Training canvas side.")] = _TRIPLET.image_size,
+    embed_size: Annotated[int, typer.Option(help="Canvas side the written extractor embeds at.")]
+    = _TRIPLET.embed_size,
+    cache_views: Annotated[int, typer.Option(min=0, help="Fixed augmented views per image with the frozen part "
+                                                         "cached (fast on a CPU); 0: fresh views every epoch.")]
+    = _TRIPLET.cache_views,
+    val_fraction: Annotated[float, typer.Option(help="Share of each class held out for validation mAP.")]
+    = _TRIPLET.val_fraction,
+    backbone: Annotated[str, typer.Option(help=f"Trunk to fine-tune: {', '.join(list_backbones())}.")]
+    = _TRIPLET.backbone,
+    weights: Annotated[Optional[Path], typer.Option(help="Local weights file for the backbone.")] = None,
+    seed: int = _TRIPLET.seed,
+    resume: Resume = False,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    workers: Workers = None,
+    json_out: JsonFlag = False,
+    quiet: Quiet = False,
+) -> None:
+    """Fine-tune a trunk and projection head with triplet loss on labelled images."""
+    with _user_errors():
+        settings = TripletSettings(
+            epochs=epochs, backbone=backbone, backbone_weights=str(weights.resolve()) if weights else None,
+            frozen_stages=frozen_stages, dim=dim, margin=margin, mining=mining, classes_per_batch=classes_per_batch,
+            per_class=per_class, lr=lr, head_lr=head_lr, image_size=image_size, embed_size=embed_size,
+            cache_views=cache_views, val_fraction=val_fraction, seed=seed, workers=workers, device=device,
+            precision=precision)
+        with _progress_bar(not quiet) as progress:
+            result = train_triplet(data, out_dir, settings, resume=resume, progress=progress,
+                                   on_epoch=_epoch_line("validation mAP"))
+    _print_trained(result.to_dict(), "validation mAP", json_out)
+
+
+@train_app.command("autoencoder")
+def train_autoencoder_cmd(
+    data: Annotated[Path, typer.Argument(help="Folder of images (searched recursively), or a list of paths.")],
+    out_dir: Out,
+    epochs: Annotated[int, typer.Option(min=1)] = _AUTOENCODER.epochs,
+    steps_per_epoch: Annotated[int, typer.Option(min=1)] = _AUTOENCODER.steps_per_epoch,
+    noise_sigma: Annotated[float, typer.Option(help="Strongest Gaussian noise (sigma, 0-1 scale); 0: off.")]
+    = _AUTOENCODER.corruptions.noise_sigma,
+    salt_pepper: Annotated[float, typer.Option(help="Most salt-and-pepper (fraction of pixels); 0: off.")]
+    = _AUTOENCODER.corruptions.salt_pepper,
+    jpeg_quality: Annotated[int, typer.Option(help="Lowest JPEG quality; 100: off.")]
+    = _AUTOENCODER.corruptions.jpeg_quality,
+    blur_sigma: Annotated[float, typer.Option(help="Strongest Gaussian blur (sigma in pixels); 0: off.")]
+    = _AUTOENCODER.corruptions.blur_sigma,
+    width: Annotated[int, typer.Option(help="Channels of the first level (doubling per level).")]
+    = _AUTOENCODER.width,
+    levels: Annotated[int, typer.Option(help="Stride-2 levels down to the code.")] = _AUTOENCODER.levels,
+    patch: Annotated[int, typer.Option(help="Training patch side.")] = _AUTOENCODER.patch,
+    batch_size: Annotated[int, typer.Option(min=1)] = _AUTOENCODER.batch_size,
+    lr: float = _AUTOENCODER.lr,
+    image_size: Annotated[int, typer.Option(help="Canvas side images are letterboxed to (as the extractor's).")]
+    = _AUTOENCODER.image_size,
+    max_images: Annotated[int, typer.Option(min=1, help="Training images kept in memory.")]
+    = _AUTOENCODER.max_images,
+    seed: int = _AUTOENCODER.seed,
+    resume: Resume = False,
+    device: Device = "auto",
+    precision: Precision = "auto",
+    workers: Workers = None,
+    json_out: JsonFlag = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a denoising autoencoder: use it with --denoise, or as an extractor."""
+    with _user_errors():
+        settings = AutoencoderSettings(
+            epochs=epochs, steps_per_epoch=steps_per_epoch, width=width, levels=levels, patch=patch,
+            batch_size=batch_size, lr=lr, image_size=image_size, max_images=max_images, seed=seed,
+            corruptions=CorruptionSettings(noise_sigma, salt_pepper, jpeg_quality, blur_sigma),
+            workers=workers, device=device, precision=precision)
+        with _progress_bar(not quiet) as progress:
+            result = train_autoencoder(data, out_dir, settings, resume=resume, progress=progress,
+                                       on_epoch=_epoch_line("validation PSNR"))
+    _print_trained(result.to_dict(), "validation PSNR", json_out)
+
+
+def _epoch_line(score: str) -> Callable[[Any], None]:
+    """Per-epoch lines on stderr, above the progress bar."""
+
+    def show(record: Any) -> None:
+        loss = "" if record.epoch == 0 else f"loss {record.loss:.4f}, "
+        err.print(f"epoch {record.epoch}: {loss}{score} {record.score:.4f} ({record.seconds:.1f} s)", highlight=False)
+
+    return show
+
+
+def _print_trained(result: dict[str, Any], score: str, json_out: bool) -> None:
+    if json_out:
+        print(json.dumps(result))
+        return
+    out.print(f"best {score} {result['best_score']:.4f} at epoch {result['best_epoch']} "
+              f"(before training {result['initial_score']:.4f}), {result['epochs']} epochs in "
+              f"{result['seconds']:.0f} s; checkpoint {result['out']}", highlight=False, markup=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

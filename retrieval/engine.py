@@ -27,7 +27,9 @@ from .ann.cache import AnnCache
 from .catalog import STATUS_OK, Catalog
 from .device_decode import check_decode_mode
 from .errors import BadImageError, ExtractorMismatchError, IndexBusyError, IndexExistsError, IndexNotFoundError, RetrievalError
-from .extractors import Extractor, ExtractorConfig, Manifest, create_extractor
+from .extractors import Extractor, ExtractorConfig, Manifest, create_extractor, resolve_extractor
+from .extractors.bottleneck import check_precision
+from .extractors.denoise import DENOISE_AT, Denoiser, DenoisingExtractor
 from .filters import Filter
 from .images import discover, load_image
 from .indexer import Plan, plan_sync
@@ -68,16 +70,20 @@ class Engine:
     def __init__(self, path: Path, catalog: Catalog, manifest: Manifest,
                  device: str | torch.device = "auto", extractor: Extractor | None = None,
                  batch_size: int = 32, workers: int | None = None, lock_timeout: float = 30.0,
-                 precision: str = "auto", decode: str = "auto") -> None:
+                 precision: str = "auto", decode: str = "auto",
+                 denoise: str | os.PathLike[str] | Denoiser | None = None, denoise_at: str = "both") -> None:
         self.path = path
         self.catalog = catalog
         self.manifest = manifest
         self.device = device
         self.batch_size = batch_size
-        self.precision = precision
+        self.precision = check_precision(precision)
         self.decode = check_decode_mode(decode)  # where JPEGs are decoded: auto (on a GPU, there), cpu, device
         self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
         self._extractor = extractor
+        self.denoiser = _denoiser(denoise, denoise_at, device, precision)
+        self.denoise_at = denoise_at
+        self._denoising: DenoisingExtractor | None = None
         self._lock = FileLock(str(path / LOCK_FILE), timeout=lock_timeout)
         self.load_seconds = 0.0
         settings = catalog.get_json("index") or {"backend": "flat", "params": {}}
@@ -87,17 +93,20 @@ class Engine:
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str], extractor: Extractor | ExtractorConfig | str | None = None,
+    def create(cls, path: str | os.PathLike[str],
+               extractor: Extractor | ExtractorConfig | str | os.PathLike[str] | None = None,
                *, index: str = "auto", index_params: Mapping[str, Any] | None = None,
                exist_ok: bool = False, device: str | torch.device = "auto", **kwargs: Any) -> Engine:
         """Create a new bundle at `path` (or open it, if `exist_ok` and compatible).
 
         Args:
-            extractor: a built Extractor (shared, already warm), an ExtractorConfig, or a
-                backbone name; None is the default (tf_efficientnet_lite0, GeM).
+            extractor: a built Extractor (shared, already warm), an ExtractorConfig, a
+                backbone name, or the path of a `retrieve train` checkpoint; None is the
+                default (tf_efficientnet_lite0, GeM).
             index: ANN backend: flat, ivf, ivfpq, hnsw, annoy, or auto (by collection size).
             index_params: backend parameters (nlist, nprobe, M, ef_search, n_trees, ...).
-            kwargs: batch_size, workers, lock_timeout, precision, decode (see Engine).
+            kwargs: batch_size, workers, lock_timeout, precision, decode, denoise (a denoising
+                autoencoder checkpoint or Denoiser), denoise_at (query, index or both).
 
         Raises:
             IndexExistsError: a bundle exists and `exist_ok` is False.
@@ -105,8 +114,8 @@ class Engine:
         """
         path = Path(path)
         built = extractor if isinstance(extractor, Extractor) else None
-        if isinstance(extractor, str):
-            extractor = ExtractorConfig(backbone=extractor)
+        if isinstance(extractor, (str, os.PathLike)):
+            extractor = resolve_extractor(extractor)
         config = built.manifest.config if built else (extractor or ExtractorConfig())
         if (path / CATALOG_FILE).exists():
             if not exist_ok:
@@ -116,7 +125,11 @@ class Engine:
                 engine._adopt(create_extractor(config, device, engine.precision))
             return engine
         index_params = dict(index_params or {})
-        _validate_backend(index, index_params)
+        _validate_backend(index, index_params)  # every option is checked before anything is written
+        check_decode_mode(kwargs.get("decode", "auto"))
+        check_precision(kwargs.get("precision", "auto"))
+        kwargs["denoise"] = _denoiser(kwargs.get("denoise"), kwargs.get("denoise_at", "both"), device,
+                                      kwargs.get("precision", "auto"))
         extractor_obj = built or create_extractor(config, device, kwargs.get("precision", "auto"))
         path.mkdir(parents=True, exist_ok=True)
         catalog = Catalog(path / CATALOG_FILE, create=True)
@@ -169,6 +182,15 @@ class Engine:
             self._extractor = built
             self.load_seconds = time.perf_counter() - start
         return self._extractor
+
+    def embedder(self, stage: str) -> Extractor:
+        """The extractor for images embedded at `stage` ("query" or "index"): with a
+        denoiser set for that stage, one that cleans each image first."""
+        if self.denoiser is None or self.denoise_at not in (stage, "both"):
+            return self.extractor
+        if self._denoising is None or self._denoising.inner is not self.extractor:
+            self._denoising = DenoisingExtractor(self.extractor, self.denoiser)
+        return self._denoising
 
     def _adopt(self, extractor: Extractor) -> None:
         """Use this extractor from now on, if it makes the same vectors as the index's."""
@@ -272,7 +294,7 @@ class Engine:
 
     def _ingest(self, plan: Plan, progress: Progress | None, metadata: dict[str, Any] | None = None) -> IndexReport:
         start = time.perf_counter()
-        report = ingest.execute(plan, self.catalog, lambda: self.extractor, self._cache.sync,
+        report = ingest.execute(plan, self.catalog, lambda: self.embedder("index"), self._cache.sync,
                                 batch_size=self.batch_size, workers=self.workers, metadata=metadata,
                                 progress=progress, decode=self.decode)
         self._persist_index()
@@ -391,7 +413,7 @@ class Engine:
                     except BadImageError as e:
                         raise BadImageError(f"query image {item}: {e}") from None
         if images:
-            vectors.extend(self.extractor.embed_images(images))
+            vectors.extend(self.embedder("query").embed_images(images))
         mat = np.stack(vectors)
         if mat.shape[1] != self.manifest.dim:
             raise RetrievalError(f"query vector has dimension {mat.shape[1]}, the index {self.manifest.dim}")
@@ -483,3 +505,15 @@ def _validate_backend(name: str, params: Mapping[str, Any]) -> None:
         ann.create_index(name, 64, **params)
     except TypeError as e:
         raise RetrievalError(f"bad parameter for the {name} index: {e}") from None
+
+
+def _denoiser(denoise: str | os.PathLike[str] | Denoiser | None, denoise_at: str, device: str | torch.device,
+              precision: str) -> Denoiser | None:
+    """The Denoiser an Engine option stands for (a checkpoint path is loaded here).
+
+    Raises:
+        RetrievalError: `denoise_at` is not a stage, or the checkpoint cannot be read.
+    """
+    if denoise_at not in DENOISE_AT:
+        raise RetrievalError(f"denoise_at must be one of {', '.join(DENOISE_AT)}, not {denoise_at!r}")
+    return Denoiser(denoise, device, precision) if isinstance(denoise, (str, os.PathLike)) else denoise

@@ -231,3 +231,12 @@ def test_create_refuses_existing_bundle(make_engine, extractor) -> None:
     engine = make_engine()
     with pytest.raises(IndexExistsError):
         Engine.create(engine.path, extractor)
+
+
+@pytest.mark.parametrize("option", [{"decode": "gpu"}, {"denoise_at": "later"}, {"denoise": "no/such/checkpoint"},
+                                    {"precision": "fp8"}, {"index": "lsh"}])
+def test_create_with_a_bad_option_writes_nothing(extractor, tmp_path: Path, option: dict) -> None:
+    """A typo must not leave an empty bundle behind that the next run would open."""
+    with pytest.raises(RetrievalError):
+        Engine.create(tmp_path / "bundle", extractor, **option)
+    assert not (tmp_path / "bundle").exists()

@@ -1,24 +1,32 @@
-"""Extractors turn images into vectors. ``create_extractor`` builds one from its config."""
+"""Extractors turn images into vectors. ``create_extractor`` builds one from its config;
+``resolve_extractor`` turns a backbone name or a trained checkpoint's path into that config."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from ..errors import UnknownNameError
-from .backbones import DEFAULT_BACKBONE, list_backbones
+from .autoencoder import AutoencoderExtractor
+from .backbones import BACKBONES, DEFAULT_BACKBONE, list_backbones
 from .base import Extractor, ExtractorConfig, Manifest, resolve_device
 from .bottleneck import BottleneckExtractor
 from .pooling import POOLINGS
+from .trained import trained_config
+from .triplet import TripletExtractor
 
 __all__ = [
     "DEFAULT_BACKBONE", "EXTRACTORS", "Extractor", "ExtractorConfig", "Manifest",
-    "create_extractor", "list_backbones", "POOLINGS", "resolve_device",
+    "create_extractor", "list_backbones", "POOLINGS", "resolve_device", "resolve_extractor",
 ]
 
 EXTRACTORS: dict[str, Callable[..., Extractor]] = {
     "bottleneck": BottleneckExtractor,
+    "triplet": TripletExtractor,  # `retrieve train triplet` checkpoints
+    "autoencoder": AutoencoderExtractor,  # `retrieve train autoencoder` checkpoints
 }
 
 
@@ -32,3 +40,18 @@ def create_extractor(config: ExtractorConfig, device: str | torch.device = "cpu"
     if config.kind not in EXTRACTORS:
         raise UnknownNameError(f"unknown extractor kind {config.kind!r}; choose {', '.join(EXTRACTORS)}")
     return EXTRACTORS[config.kind](config, device, precision)
+
+
+def resolve_extractor(spec: str | os.PathLike[str]) -> ExtractorConfig:
+    """The config for a backbone name (off the shelf, defaults otherwise) or a checkpoint path.
+
+    Raises:
+        UnknownNameError: `spec` is neither a backbone name nor an existing path.
+        RetrievalError: the path holds no readable checkpoint.
+    """
+    if isinstance(spec, str) and spec in BACKBONES:
+        return ExtractorConfig(backbone=spec)
+    if Path(spec).expanduser().exists():
+        return trained_config(Path(spec).expanduser())
+    raise UnknownNameError(f"extractor {str(spec)!r} is neither a backbone ({', '.join(list_backbones())}) "
+                           "nor the path of a trained checkpoint")

@@ -75,11 +75,20 @@ class BottleneckExtractor(Extractor):
         return out.float().cpu().numpy()
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' is bf16 on a GPU that supports it (fp16 otherwise) and fp32 on the CPU."""
+def check_precision(precision: str) -> str:
+    """`precision`, if it is one of PRECISIONS.
+
+    Raises:
+        UnknownNameError: it is not.
+    """
     if precision not in PRECISIONS:
         raise UnknownNameError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
-    if precision != "auto":
+    return precision
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' is bf16 on a GPU that supports it (fp16 otherwise) and fp32 on the CPU."""
+    if check_precision(precision) != "auto":
         return precision
     if device.type != "cuda":
         return "fp32"
