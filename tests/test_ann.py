@@ -204,6 +204,7 @@ class _FakeGpu:
 
     clones: int = 0
     searches: int = 0
+    trains: int = 0
     nprobes: list[int] | None = None
     fail: bool = False
 
@@ -219,6 +220,14 @@ class _FakeGpu:
                 fake.searches += 1
                 return self.index.search(x, k, params=params)
 
+            def train(self, x: np.ndarray) -> None:
+                fake.trains += 1
+                self.index.train(x)
+
+            def add_with_ids(self, x: np.ndarray, ids: np.ndarray) -> None:
+                self.index.add_with_ids(x, ids)
+                self.ntotal = self.index.ntotal
+
         def to_gpu(resources: object, device: int, index: faiss.Index) -> Clone:
             if fake.fail:
                 raise RuntimeError("not supported on the GPU")
@@ -229,11 +238,13 @@ class _FakeGpu:
             def set_index_parameter(self, index: Clone, name: str, value: int) -> None:
                 assert name == "nprobe"
                 fake.nprobes.append(value)
+                index.index.nprobe = value
 
         monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
         monkeypatch.setattr(faiss, "GpuParameterSpace", ParameterSpace, raising=False)
         monkeypatch.setattr(faiss, "get_num_gpus", lambda: gpus)
         monkeypatch.setattr(faiss, "index_cpu_to_gpu", to_gpu, raising=False)
+        monkeypatch.setattr(faiss, "index_gpu_to_cpu", lambda clone: clone.index, raising=False)
 
 
 def test_gpu_mirror_is_used_only_when_faiss_reports_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,8 +274,9 @@ def test_gpu_mirror_is_used_only_when_faiss_reports_a_gpu(monkeypatch: pytest.Mo
 
     ivf = create_index("ivf", DIM, train_min=300, nprobe=3)
     ivf.build(ids, vectors)
+    assert (gpu.clones, gpu.trains) == (3, 1), "IVF is trained and filled on the GPU"
     ivf.search(vectors[:2], 5)
-    assert gpu.clones == 3 and gpu.nprobes == [3]
+    assert gpu.clones == 3 and gpu.nprobes == [3], "the clone made by the build serves the search"
     hnsw = create_index("hnsw", DIM)
     hnsw.build(ids, vectors)
     hnsw.search(vectors[:2], 5)
@@ -274,6 +286,10 @@ def test_gpu_mirror_is_used_only_when_faiss_reports_a_gpu(monkeypatch: pytest.Mo
     fresh = create_index("flat", DIM)
     fresh.build(ids, vectors)
     np.testing.assert_array_equal(fresh.search(vectors[:3], 5)[1], expected)
+    on_cpu = create_index("ivf", DIM, train_min=300, nprobe=3)
+    on_cpu.build(ids, vectors)  # the GPU refuses: built on the CPU, the same index
+    assert gpu.trains == 1
+    np.testing.assert_array_equal(on_cpu.search(vectors[:9], 5)[1], ivf.search(vectors[:9], 5)[1])
 
 
 def test_without_a_gpu_every_backend_runs_on_the_cpu_silently(monkeypatch: pytest.MonkeyPatch,

@@ -1,8 +1,10 @@
 """FAISS backends: exact (flat), inverted lists (IVF-Flat, IVF-PQ) and HNSW.
 
 All use inner product on unit vectors and are keyed by catalog ids. With faiss-gpu
-installed and a GPU visible, flat and IVF searches run on the GPU (a clone made after the
-last change); everything else, and every machine without one, uses the CPU.
+installed and a GPU visible, IVF indexes are trained and filled on the GPU, and flat and
+IVF searches run there (on a clone made after the last change); the CPU index stays the
+one saved. HNSW (no GPU version in FAISS), IVF-PQ code sizes the GPU does not take, and
+every machine without a GPU use the CPU, silently.
 """
 
 from __future__ import annotations
@@ -49,6 +51,25 @@ class _GpuMirror:
                 log.debug("GPU clone failed (%s); searching on the CPU", e)
                 return index
         return self._clone
+
+    def build(self, index: faiss.Index, train: np.ndarray, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
+        """Train `index` on `train` and add the vectors: on the GPU when there is one (k-means
+        and assigning every vector to a cell are the slow part), else on the CPU. Returns the
+        CPU index; the GPU one is kept as the search clone."""
+        if gpu_available():
+            try:
+                self._resources = self._resources or faiss.StandardGpuResources()
+                gpu = faiss.index_cpu_to_gpu(self._resources, 0, index)
+                gpu.train(train)
+                gpu.add_with_ids(vectors, ids)
+                self._clone = gpu
+                return faiss.index_gpu_to_cpu(gpu)
+            except RuntimeError as e:  # e.g. a PQ code size the GPU does not support
+                log.debug("GPU build failed (%s); building on the CPU", e)
+                self._clone = None
+        index.train(train)
+        index.add_with_ids(vectors, ids)
+        return index
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -133,7 +154,7 @@ class FaissIVF:
                  pq_m: int | None = None, train_min: int = 10_000) -> None:
         self.dim = dim
         self.name = "ivfpq" if pq_m is not None else "ivf"
-        self.rerank = 8 if pq_m is not None else 2  # PQ distances are coarse; re-rank deeper
+        self.rerank = 16 if pq_m is not None else 2  # PQ distances are coarse; re-rank deeper
         self.nlist, self.nprobe, self.pq_m, self.train_min = nlist, nprobe, pq_m, train_min
         self.index: faiss.Index | None = None
         self.trained_on = 0
@@ -169,9 +190,8 @@ class FaissIVF:
         # centroids but costs minutes (a 1M collection would train on all of it).
         wanted = min(len(ids), max(nlist * 39, min(nlist * 256, TRAIN_SAMPLE)))
         sample = np.random.default_rng(0).choice(len(ids), wanted, replace=False)
-        index.train(_f32(vectors[np.sort(sample)]))
-        index.add_with_ids(_f32(vectors), _i64(ids))
-        self.index, self.trained_on = index, len(ids)
+        self.index = self._gpu.build(index, _f32(vectors[np.sort(sample)]), _f32(vectors), _i64(ids))
+        self.trained_on = len(ids)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if self.index is None:
