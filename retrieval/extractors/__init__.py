@@ -51,7 +51,7 @@ def resolve_extractor(spec: str | os.PathLike[str]) -> ExtractorConfig:
     """
     if isinstance(spec, str) and spec in BACKBONES:
         return ExtractorConfig(backbone=spec)
-    if Path(spec).expanduser().exists():
+    if str(spec).strip() and Path(spec).expanduser().exists():  # "" would be the current folder
         return trained_config(Path(spec).expanduser())
     raise UnknownNameError(f"extractor {str(spec)!r} is neither a backbone ({', '.join(list_backbones())}) "
                            "nor the path of a trained checkpoint")
