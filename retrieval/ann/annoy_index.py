@@ -86,7 +86,10 @@ class AnnoyBackend:
         return pad_results(all_scores, all_ids, k)
 
     def _search_k(self, n: int) -> int:
-        return self.search_k if self.search_k is not None else n * self.n_trees * 8
+        """Tree nodes to inspect for `n` results. Annoy's own default (n x n_trees) gives a
+        poor recall in 1,280 dimensions; at a million real-like vectors, x8 that reached
+        recall@10 0.909, x16 0.967, x32 0.989 (20 ms a query on 2 cores)."""
+        return self.search_k if self.search_k is not None else n * self.n_trees * 32
 
     def needs_rebuild(self) -> bool:
         built = len(self.labels)
