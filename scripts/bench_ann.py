@@ -171,7 +171,8 @@ def table(rows: list[dict], machine: str, queries: int) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         base = flat.get(r["n"])
-        ratio = f"{base['p50_ms'] / r['p50_ms']:.0f}x faster" if base and r is not base else "-"
+        speedup = base["p50_ms"] / r["p50_ms"] if base and r is not base else None
+        ratio = "-" if speedup is None else f"{speedup:.{0 if speedup >= 10 else 1}f}x faster"
         lines.append(f"| {r['backend']} | {r['n']:,} | {r['build_s']} | {r['index_mb']} | {r['recall@10']:.4f} "
                      f"| {r['qps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {ratio} |")
     return "\n".join(lines)
