@@ -152,13 +152,13 @@ def index_cmd(
 def _open(index_dir: Path, weights: str | None, extractor: str | None = None, **kwargs: Any) -> Engine:
     """Open an index; with --weights or --extractor, embed with that file or checkpoint
     (its digest must match the index's)."""
-    engine = Engine.open(index_dir, **kwargs)
     if weights is None and extractor is None:
-        return engine
-    config = resolve_extractor(extractor) if extractor is not None else replace(engine.manifest.config, weights=weights)
-    engine.close()
-    extractor = create_extractor(config, kwargs.get("device", "auto"), kwargs.get("precision", "auto"))
-    return Engine.open(index_dir, extractor=extractor, **kwargs)
+        return Engine.open(index_dir, **kwargs)
+    with Engine.open(index_dir) as index:  # that it exists, and its manifest: loads no model nor denoiser
+        config = resolve_extractor(extractor) if extractor is not None else replace(index.manifest.config,
+                                                                                    weights=weights)
+    built = create_extractor(config, kwargs.get("device", "auto"), kwargs.get("precision", "auto"))
+    return Engine.open(index_dir, extractor=built, **kwargs)
 
 
 def _print_report(report: IndexReport, json_out: bool) -> None:

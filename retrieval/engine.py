@@ -31,7 +31,7 @@ from .extractors import Extractor, ExtractorConfig, Manifest, create_extractor, 
 from .extractors.bottleneck import check_precision
 from .extractors.denoise import DENOISE_AT, Denoiser, DenoisingExtractor
 from .filters import Filter
-from .images import discover, load_image
+from .images import default_workers, discover, load_image
 from .indexer import Plan, plan_sync
 from .ingest import IndexReport
 
@@ -79,7 +79,7 @@ class Engine:
         self.batch_size = batch_size
         self.precision = check_precision(precision)
         self.decode = check_decode_mode(decode)  # where JPEGs are decoded: auto (on a GPU, there), cpu, device
-        self.workers = min(4, os.cpu_count() or 1) if workers is None else workers
+        self.workers = default_workers(workers)
         self._extractor = extractor
         self.denoiser = _denoiser(denoise, denoise_at, device, precision)
         self.denoise_at = denoise_at

@@ -37,6 +37,8 @@ __all__ = [
     "DecodeDataset",
     "DecodedBatch",
     "collate_decoded",
+    "decode_loader",
+    "default_workers",
 ]
 
 IMAGE_SUFFIXES = frozenset(
@@ -428,3 +430,20 @@ def collate_decoded(items: list[Decoded]) -> DecodedBatch:
         jpeg_data=torch.from_numpy(data),
         jpeg_spans=list(zip(offsets, lengths)),
     )
+
+
+def default_workers(requested: int | None = None) -> int:
+    """Decode worker processes: as requested, else one per core, at most 4 (beyond that the
+    model, not decoding, is the bottleneck of a single process)."""
+    return min(4, os.cpu_count() or 1) if requested is None else requested
+
+
+def decode_loader(dataset: DecodeDataset, workers: int, pin: bool, batch_size: int | None = None,
+                  batch_sampler: torch.utils.data.Sampler[list[int]] | None = None,
+                  ) -> torch.utils.data.DataLoader[DecodedBatch]:
+    """Batches of `dataset` decoded in `workers` processes, a few batches ahead; `pin` puts
+    the canvases in pinned memory for non-blocking copies to a GPU. `batch_sampler`, when
+    given, replaces consecutive batches of `batch_size`."""
+    batching = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
+    return torch.utils.data.DataLoader(dataset, num_workers=workers, collate_fn=collate_decoded, pin_memory=pin,
+                                       prefetch_factor=4 if workers else None, **batching)

@@ -17,12 +17,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 
 from .catalog import STATUS_FAILED, Catalog, FileRecord
 from .device_decode import decodes_on_device, finish_batch
 from .extractors import Extractor
-from .images import DecodeDataset, DecodedBatch, collate_decoded
+from .images import DecodeDataset, DecodedBatch, decode_loader
 from .indexer import Plan
 
 __all__ = ["IndexReport", "execute"]
@@ -98,10 +97,7 @@ def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Call
     preprocess, device = extractor.preprocessor, extractor.device
     on_device = decodes_on_device(decode, device, preprocess.interpolation)
     dataset = DecodeDataset([s.path for s, _ in plan.embed], preprocess, jpeg_bytes=on_device)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_decoded,
-        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
-    )
+    loader = decode_loader(dataset, workers, pin=device.type == "cuda", batch_size=batch_size)
     batches: Iterable[DecodedBatch] = loader
     if on_device:
         batches = _one_ahead(loader, lambda b: finish_batch(b, preprocess, device, dataset.decode_on_host))

@@ -30,11 +30,10 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import torch
 
 from retrieval import ann
 from retrieval.extractors import ExtractorConfig, create_extractor
-from retrieval.images import DecodeDataset, collate_decoded
+from retrieval.images import DecodeDataset, decode_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "caltech101"
@@ -52,8 +51,7 @@ def real_embeddings(device: str) -> tuple[np.ndarray, np.ndarray]:
     out = {}
     for split in ("train", "test"):
         files = [str(DATA / "images" / r) for r in (DATA / f"{split}.txt").read_text().split()]
-        loader = torch.utils.data.DataLoader(DecodeDataset(files, extractor.preprocessor), batch_size=32,
-                                             num_workers=2, collate_fn=collate_decoded)
+        loader = decode_loader(DecodeDataset(files, extractor.preprocessor), workers=2, pin=False, batch_size=32)
         vecs = []
         for n, batch in enumerate(loader):
             vecs.append(extractor.embed(batch.pixels, batch.heights, batch.widths))

@@ -59,8 +59,11 @@ class BottleneckExtractor(Extractor):
             mean=trunk.mean, std=trunk.std, interpolation=trunk.interpolation,
         )
         self.weights_source = trunk.weights_source
-        net = DescriptorNet(trunk.module, create_pooling(config.pooling, config.gem_p),
-                            trunk.mean, trunk.std, config.image_size)
+        self._place(DescriptorNet(trunk.module, create_pooling(config.pooling, config.gem_p),
+                                  trunk.mean, trunk.std, config.image_size))
+
+    def _place(self, net: nn.Module) -> None:
+        """Put `net` on the device for inference: eval mode, channels_last on a GPU."""
         self.net = net.to(self.device).eval()
         if self.device.type == "cuda":
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -69,8 +72,7 @@ class BottleneckExtractor(Extractor):
     def embed(self, pixels: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> np.ndarray:
         non_blocking = self.device.type == "cuda"  # the loader pins host memory on CUDA
         pixels = pixels.to(self.device, non_blocking=non_blocking)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(self.device, self.precision):
             out = self.net(pixels, heights.to(self.device), widths.to(self.device))
         return out.float().cpu().numpy()
 
@@ -93,3 +95,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type != "cuda":
         return "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context for a resolved precision: bf16 or fp16, or off for fp32."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -16,7 +16,7 @@ import torch
 from ..images import Preprocessor
 from .autoencoder import load_autoencoder
 from .base import Extractor, resolve_device
-from .bottleneck import resolve_precision
+from .bottleneck import autocast, resolve_precision
 
 __all__ = ["DENOISE_AT", "Denoiser", "DenoisingExtractor"]
 
@@ -38,8 +38,7 @@ class Denoiser:
     def clean(self, pixels: torch.Tensor) -> torch.Tensor:
         """(N, H, W, 3) uint8 canvases -> cleaned uint8 canvases, on the denoiser's device."""
         x = pixels.to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(self.device, self.precision):
             y = self.model(x)
         return (y.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 

@@ -70,9 +70,7 @@ class TrainedExtractor(BottleneckExtractor):
         self.manifest = Manifest(config=config, dim=built.dim, weights_digest=weights_digest(built.net),
                                  mean=built.mean, std=built.std, interpolation=built.interpolation)
         self.weights_source = str(checkpoint_dir(config.weights))
-        self.net = built.net.to(self.device).eval()
-        if self.device.type == "cuda":
-            self.net = self.net.to(memory_format=torch.channels_last)
+        self._place(built.net)
 
     @classmethod
     @abc.abstractmethod

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from ..errors import RetrievalError
 from ..extractors.autoencoder import DenoisingAutoencoder
 from ..extractors.base import resolve_device
-from ..extractors.bottleneck import resolve_precision
-from ..images import Preprocessor
+from ..extractors.bottleneck import autocast, resolve_precision
+from ..images import Preprocessor, default_workers
 from .corruptions import CorruptionSettings, random_corruption
 from .data import decoded_batches, read_images
-from .loop import OnEpoch, Progress, TrainResult, fit
+from .loop import OnEpoch, Progress, TrainResult, cosine_decay, fit
 
 __all__ = ["AutoencoderSettings", "train_autoencoder", "psnr"]
 
@@ -85,7 +85,7 @@ def train_autoencoder(data: str | os.PathLike[str] | list[str], out: str | os.Pa
     train_paths = [paths[i] for i in order[n_val:]][: settings.max_images]
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
-    workers = min(4, os.cpu_count() or 1) if settings.workers is None else settings.workers
+    workers = default_workers(settings.workers)
     pre = Preprocessor(settings.image_size, settings.resize, "bicubic")
     train_set = _Canvases.load(train_paths, pre, workers, progress, "loading")
     val_set = _Canvases.load(val_paths, pre, workers, progress, "validation")
@@ -97,9 +97,7 @@ def train_autoencoder(data: str | os.PathLike[str] | list[str], out: str | os.Pa
     model = DenoisingAutoencoder(settings.width, settings.levels).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     total = settings.epochs * settings.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(  # cosine decay to 5% of the starting rate
-        optimizer, lambda step: 0.05 + 0.475 * (1 + math.cos(math.pi * min(step, total) / total)))
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scheduler = cosine_decay(optimizer, total)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def train_epoch(epoch: int) -> float:
@@ -108,7 +106,7 @@ def train_autoencoder(data: str | os.PathLike[str] | list[str], out: str | os.Pa
         for step in range(1, settings.steps_per_epoch + 1):
             clean = train_set.patches(settings.batch_size, settings.patch, gen)
             noisy = random_corruption(clean, settings.corruptions, gen)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with autocast(device, precision):
                 output = model(noisy.to(device, non_blocking=True))
             loss = F.mse_loss(output.float(), clean.to(device))
             optimizer.zero_grad(set_to_none=True)
@@ -125,7 +123,7 @@ def train_autoencoder(data: str | os.PathLike[str] | list[str], out: str | os.Pa
     def validate() -> float:
         outs = []
         for start in range(0, len(val_noisy), settings.batch_size):
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with autocast(device, precision):
                 outs.append(model(val_noisy[start:start + settings.batch_size].to(device)).float().clamp(0, 1).cpu())
         return psnr(torch.cat(outs), val_clean)
 

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import RetrievalError
 from .augment import Augment
-from ..images import DecodeDataset, DecodedBatch, Preprocessor, collate_decoded, discover, is_image_path
+from ..images import DecodeDataset, DecodedBatch, Preprocessor, decode_loader, discover, is_image_path
 
 __all__ = ["LabelledImages", "read_labelled", "read_image_list", "read_images", "PKSampler", "decoded_batches"]
 
@@ -208,7 +208,4 @@ def decoded_batches(paths: Sequence[str], preprocess: Preprocessor | Augment,
     consecutive batches (P x K batches for triplet training).
     """
     dataset = DecodeDataset(list(paths), preprocess)  # type: ignore[arg-type]  # an Augment is Preprocessor-shaped
-    batching = {"batch_sampler": batch_sampler} if batch_sampler is not None else {"batch_size": batch_size}
-    loader = torch.utils.data.DataLoader(dataset, num_workers=workers, collate_fn=collate_decoded, pin_memory=pin,
-                                         prefetch_factor=4 if workers else None, **batching)
-    yield from loader
+    yield from decode_loader(dataset, workers, pin, batch_size, batch_sampler)

@@ -24,7 +24,7 @@ from torch import nn
 from ..errors import RetrievalError
 from .checkpoint import MODEL_FILE, has_resume, load_resume, save_model, save_resume, write_config
 
-__all__ = ["EpochRecord", "TrainResult", "fit", "Progress", "OnEpoch", "FREE_SETTINGS"]
+__all__ = ["EpochRecord", "TrainResult", "fit", "cosine_decay", "Progress", "OnEpoch", "FREE_SETTINGS"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,12 @@ class TrainResult:
 def _finite(x: float) -> float | None:
     """JSON has no NaN: the loss of epoch 0 is written as null."""
     return None if math.isnan(x) else round(x, 6)
+
+
+def cosine_decay(optimizer: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Every learning rate follows a cosine from its start to 5% of it over `total` steps."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.05 + 0.475 * (1 + math.cos(math.pi * min(step, total) / total)))
 
 
 def fit(*, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,

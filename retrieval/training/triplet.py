@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -30,12 +29,12 @@ from ..errors import RetrievalError, UnknownNameError
 from ..evaluation import evaluate
 from ..extractors.backbones import DEFAULT_BACKBONE
 from ..extractors.base import resolve_device
-from ..extractors.bottleneck import resolve_precision
+from ..extractors.bottleneck import autocast, resolve_precision
 from ..extractors.triplet import TripletNet, build_triplet_net
-from ..images import Preprocessor
+from ..images import Preprocessor, default_workers
 from .augment import Augment
 from .data import LabelledImages, PKSampler, decoded_batches, read_labelled
-from .loop import OnEpoch, Progress, TrainResult, fit
+from .loop import OnEpoch, Progress, TrainResult, cosine_decay, fit
 
 __all__ = ["MINING", "TripletSettings", "train_triplet"]
 
@@ -107,7 +106,7 @@ def train_triplet(data: LabelledImages | str | os.PathLike[str], out: str | os.P
                              "raise the validation fraction or add images")
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
-    workers = min(4, os.cpu_count() or 1) if settings.workers is None else settings.workers
+    workers = default_workers(settings.workers)
     model = {"backbone": settings.backbone, "backbone_weights": settings.backbone_weights,
              "pooling": settings.pooling, "gem_p": settings.gem_p, "dim": settings.dim,
              "frozen_stages": settings.frozen_stages}
@@ -137,8 +136,7 @@ def train_triplet(data: LabelledImages | str | os.PathLike[str], out: str | os.P
         {"params": [*net.head.parameters(), *net.pooling.parameters()], "lr": settings.head_lr},
     ], weight_decay=settings.weight_decay)
     total = settings.epochs * len(sampler)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(  # cosine decay to 5% of the starting rates
-        optimizer, lambda step: 0.05 + 0.475 * (1 + math.cos(math.pi * min(step, total) / total)))
+    scheduler = cosine_decay(optimizer, total)
     loss_fn, miner = _loss_and_miner(settings.margin, settings.mining)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
@@ -202,8 +200,7 @@ class _Runner:
         self.batch_size, self.workers, self.progress = batch_size, workers, progress
 
     def autocast(self) -> torch.autocast:
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+        return autocast(self.device, self.precision)
 
     @torch.no_grad()
     def prefixes(self, paths: tuple[str, ...], preprocess: Preprocessor | Augment, phase: str) -> _Prefixes:
