@@ -15,6 +15,11 @@ __all__ = [
     "WeightsUnavailableError",
     "IndexBusyError",
     "UnknownNameError",
+    "BadQueryError",
+    "BadMetadataError",
+    "ReadOnlyIndexError",
+    "DiskFullError",
+    "IndexTooNewError",
 ]
 
 
@@ -48,3 +53,24 @@ class IndexBusyError(RetrievalError):
 
 class UnknownNameError(RetrievalError, ValueError):
     """A backbone, pooling or other registry name that does not exist."""
+
+
+class BadQueryError(RetrievalError, ValueError):
+    """A query or search argument that cannot be answered: an empty, non-finite, zero or
+    wrong-size vector, a folder, a value of the wrong type, k out of range."""
+
+
+class BadMetadataError(RetrievalError, ValueError):
+    """Image metadata that is not plain JSON, or has a key that filters cannot name."""
+
+
+class ReadOnlyIndexError(RetrievalError):
+    """A write (or a needed schema upgrade) on an index opened read-only."""
+
+
+class DiskFullError(RetrievalError):
+    """The disk holding the index filled up; the write was rolled back."""
+
+
+class IndexTooNewError(RetrievalError):
+    """The index was written by a newer retrieve, with a schema this one does not know."""

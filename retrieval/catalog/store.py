@@ -1,4 +1,4 @@
-"""The catalog: SQLite (WAL) through SQLAlchemy 2.0, the source of truth of an index.
+"""The Catalog: reads and writes of one bundle's SQLite file, the source of truth of an index.
 
 Each image row has a stable id (AUTOINCREMENT: ids are never reused, so a stale ANN
 index can never point a removed id at a new image). Vectors live in their own table,
@@ -7,10 +7,15 @@ written in the same transaction as their row.
 Every write transaction bumps a *generation* counter and stamps the rows it touched;
 removals leave a tombstone with the generation. An ANN index saved at generation g can
 therefore catch up by replaying only what changed after g, in any process.
+
+Opening a catalog upgrades its schema if an older release wrote it (:mod:`.migrations`);
+see :mod:`.connection` for how it is opened (by path, read-only when it must be) and
+:mod:`.metadata` for what user metadata may hold.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,72 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import (
-    JSON, Float, ForeignKey, Integer, LargeBinary, String, Text, create_engine, delete,
-    event, func, select, update,
-)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
-from .errors import RetrievalError
+from ..errors import ReadOnlyIndexError, RetrievalError
+from . import migrations
+from .connection import MODE_WRITE, choose_mode, immediate, sqlite_engine, translate_errors
+from .metadata import TAGS_KEY, check_metadata, check_tags
+from .models import STATUS_FAILED, STATUS_OK, ImageRow, Setting, Tombstone, VectorRow, has_status
 
-__all__ = ["Catalog", "ImageRow", "FileRecord", "Changes", "SCHEMA_VERSION", "STATUS_OK", "STATUS_FAILED"]
-
-SCHEMA_VERSION = 1
-STATUS_OK = "ok"
-STATUS_FAILED = "failed"
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class ImageRow(Base):
-    """One file, indexed or failed."""
-
-    __tablename__ = "images"
-    __table_args__ = {"sqlite_autoincrement": True}
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(String, unique=True, index=True)
-    content_hash: Mapped[str] = mapped_column(String(32), index=True)
-    size: Mapped[int] = mapped_column(Integer)
-    mtime_ns: Mapped[int] = mapped_column(Integer)
-    width: Mapped[int | None] = mapped_column(Integer)
-    height: Mapped[int | None] = mapped_column(Integer)
-    format: Mapped[str | None] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(8), index=True)
-    error: Mapped[str | None] = mapped_column(Text)
-    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    gen: Mapped[int] = mapped_column(Integer, index=True)
-    added_at: Mapped[float] = mapped_column(Float)
-    updated_at: Mapped[float] = mapped_column(Float)
-
-
-class VectorRow(Base):
-    """The embedding of an ok image, float32 bytes."""
-
-    __tablename__ = "vectors"
-
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
-
-
-class Tombstone(Base):
-    """An id removed at a generation, so caches can forget it."""
-
-    __tablename__ = "tombstones"
-
-    image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    gen: Mapped[int] = mapped_column(Integer, index=True)
-
-
-class Setting(Base):
-    """Key-value facts about the bundle: schema version, manifest, generation."""
-
-    __tablename__ = "settings"
-
-    key: Mapped[str] = mapped_column(String, primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+__all__ = ["Catalog", "FileRecord", "Changes"]
 
 
 @dataclass
@@ -120,40 +69,93 @@ class Changes:
 
 
 class Catalog:
-    """Access to one bundle's SQLite file. Safe to open from several processes."""
+    """Access to one bundle's SQLite file. Safe to open from several processes.
 
-    def __init__(self, path: str | Path, create: bool = False) -> None:
+    Args:
+        create: make the catalog file if it does not exist yet.
+        read_only: open without ever writing (``mode=ro``); None decides from whether
+            the folder and file are writable. Writes then raise ReadOnlyIndexError.
+
+    Raises:
+        RetrievalError: no catalog at `path` (and not `create`), or not a catalog.
+        IndexTooNewError: a newer retrieve wrote it.
+        ReadOnlyIndexError: it needs a schema upgrade but cannot be written.
+    """
+
+    def __init__(self, path: str | Path, create: bool = False, read_only: bool | None = None) -> None:
         self.path = Path(path)
-        if not create and not self.path.exists():
+        if not create and not self.path.is_file():
             raise RetrievalError(f"no catalog at {self.path}")
-        self.engine = create_engine(f"sqlite:///{self.path}")
-        event.listen(self.engine, "connect", _sqlite_pragmas)
-        event.listen(self.engine, "begin", _begin)
+        mode = choose_mode(self.path, read_only, create)
+        self.read_only = mode != MODE_WRITE
+        self.engine = sqlite_engine(self.path, mode)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        if create:
-            Base.metadata.create_all(self.engine)
-            with self.sessions.begin() as s:
-                if s.get(Setting, "schema_version") is None:
-                    s.add_all([Setting(key="schema_version", value=str(SCHEMA_VERSION)),
-                               Setting(key="generation", value="0")])
-        version = int(self.get_setting("schema_version") or 0)
-        if version != SCHEMA_VERSION:
-            raise RetrievalError(
-                f"catalog {self.path} has schema version {version}, this retrieve reads {SCHEMA_VERSION}"
+        self._writes = sessionmaker(immediate(self.engine), expire_on_commit=False)
+        try:
+            self._upgrade()
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    def _upgrade(self) -> None:
+        """Check the schema revision; migrate to this release's if it is older.
+
+        An empty database gets the whole schema, whether or not `create` was asked: it
+        is a new catalog, or one whose creation stopped before its first commit.
+        """
+        bundle = self.path.parent
+        with translate_errors(self.path), self.engine.begin() as conn:
+            revision = migrations.current(conn, self.path)
+        migrations.check_known(revision, bundle)
+        if revision == migrations.head():
+            return
+        if self.read_only:
+            found = f"schema {revision}" if revision else "no tables (its creation was interrupted)"
+            raise ReadOnlyIndexError(
+                f"index at {bundle} has {found} and this retrieve needs schema {migrations.head()}, "
+                "but it is read-only so it cannot be upgraded in place; open it once with write access "
+                "(or copy it somewhere writable)"
             )
+        with translate_errors(self.path):
+            migrations.upgrade(immediate(self.engine), self.path, bundle)
+
+    def revision(self) -> str | None:
+        """The schema revision stored in the catalog (the newest, once opened for writing)."""
+        with self._read() as s:
+            return migrations.current(s.connection(), self.path)
 
     def close(self) -> None:
         self.engine.dispose()
 
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Session]:
+        """A session reading one snapshot."""
+        with translate_errors(self.path), self.sessions() as s:
+            yield s
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A write transaction that holds the write lock from its first statement.
+
+        Raises:
+            ReadOnlyIndexError: the catalog was opened read-only.
+            DiskFullError, IndexBusyError: see :func:`.connection.translate_errors`.
+        """
+        if self.read_only:
+            raise ReadOnlyIndexError(f"index at {self.path.parent} is open read-only; "
+                                     "open it with write access to change it")
+        with translate_errors(self.path), self._writes.begin() as s:
+            yield s
+
     # ------------------------------------------------------------------ settings
 
     def get_setting(self, key: str) -> str | None:
-        with self.sessions() as s:
+        with self._read() as s:
             row = s.get(Setting, key)
             return row.value if row else None
 
     def set_setting(self, key: str, value: str) -> None:
-        with self.sessions.begin() as s:
+        with self._write() as s:
             s.merge(Setting(key=key, value=value))
 
     def get_json(self, key: str) -> Any:
@@ -168,7 +170,7 @@ class Catalog:
     def rows_under(self, roots: Sequence[str]) -> dict[str, ImageRow]:
         """All rows whose path is one of `roots` or lies below one of them."""
         out: dict[str, ImageRow] = {}
-        with self.sessions() as s:
+        with self._read() as s:
             for root in roots:
                 prefix = root.rstrip("/") + "/"
                 q = select(ImageRow).where(
@@ -180,7 +182,7 @@ class Catalog:
     def _in_chunks(self, query: Callable[[list[Any]], Any], values: Iterable[Any]) -> Iterator[Any]:
         """Run `query(chunk)` over `values` in chunks (SQLite caps bound parameters)."""
         values = list(values)
-        with self.sessions() as s:
+        with self._read() as s:
             for i in range(0, len(values), 500):
                 yield from s.scalars(query(values[i:i + 500]))
 
@@ -201,28 +203,29 @@ class Catalog:
         """For each content hash, one ok image that has it (to reuse its vector)."""
         hashes = list(set(hashes))
         out: dict[str, int] = {}
-        with self.sessions() as s:
+        with self._read() as s:
             for i in range(0, len(hashes), 500):
                 q = select(ImageRow.content_hash, func.min(ImageRow.id)).where(
-                    ImageRow.content_hash.in_(hashes[i:i + 500]), ImageRow.status == STATUS_OK
+                    ImageRow.content_hash.in_(hashes[i:i + 500]), has_status(STATUS_OK)
                 ).group_by(ImageRow.content_hash)
                 out.update(dict(s.execute(q).all()))
         return out
 
     def ids_matching(self, conditions: Sequence[Any]) -> np.ndarray:
         """Ids of ok images meeting all SQL conditions (see :class:`retrieval.filters.Filter`)."""
-        q = select(ImageRow.id).where(ImageRow.status == STATUS_OK, *conditions)
-        with self.sessions() as s:
+        q = select(ImageRow.id).where(has_status(STATUS_OK), *conditions)
+        with self._read() as s:
             return np.fromiter(s.scalars(q), np.int64)
 
     def update_tags(self, ids: Sequence[int], add: Sequence[str], remove: Sequence[str]) -> int:
         """Add and remove tags (kept sorted in metadata["tags"]); returns rows changed."""
+        add, remove = check_tags(add), check_tags(remove)
         changed = 0
-        with self.sessions.begin() as s:
+        with self._write() as s:
             for row in s.scalars(select(ImageRow).where(ImageRow.id.in_([int(i) for i in ids]))):
-                tags = (set(row.meta.get("tags", [])) | set(add)) - set(remove)
+                tags = (set(row.meta.get(TAGS_KEY, [])) | set(add)) - set(remove)
                 meta = dict(row.meta)
-                meta["tags"] = sorted(tags)
+                meta[TAGS_KEY] = sorted(tags)
                 if meta != row.meta:
                     row.meta = meta
                     changed += 1
@@ -230,11 +233,11 @@ class Catalog:
 
     def hash_groups(self, min_size: int = 2) -> Iterator[list[tuple[int, str]]]:
         """Groups of ok images sharing a content hash, streamed group by group."""
-        with self.sessions() as s:
-            dup = (select(ImageRow.content_hash).where(ImageRow.status == STATUS_OK)
+        with self._read() as s:
+            dup = (select(ImageRow.content_hash).where(has_status(STATUS_OK))
                    .group_by(ImageRow.content_hash).having(func.count() >= min_size).subquery())
             q = (select(ImageRow.content_hash, ImageRow.id, ImageRow.path)
-                 .where(ImageRow.status == STATUS_OK, ImageRow.content_hash.in_(select(dup)))
+                 .where(has_status(STATUS_OK), ImageRow.content_hash.in_(select(dup)))
                  .order_by(ImageRow.content_hash, ImageRow.id))
             group: list[tuple[int, str]] = []
             current = None
@@ -248,20 +251,21 @@ class Catalog:
                 yield group
 
     def counts(self) -> dict[str, int]:
-        with self.sessions() as s:
-            q = select(ImageRow.status, func.count()).group_by(ImageRow.status)
-            return {status: n for status, n in s.execute(q).all()}
+        """Images by status. One count per status, so each reads its partial index only."""
+        with self._read() as s:
+            return {status: s.scalar(select(func.count()).where(has_status(status)))
+                    for status in (STATUS_OK, STATUS_FAILED)}
 
     def failed(self, limit: int | None = None) -> list[ImageRow]:
-        with self.sessions() as s:
-            q = select(ImageRow).where(ImageRow.status == STATUS_FAILED).order_by(ImageRow.path)
+        with self._read() as s:
+            q = select(ImageRow).where(has_status(STATUS_FAILED)).order_by(ImageRow.path)
             return list(s.scalars(q.limit(limit) if limit else q))
 
     def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All ok vectors in id order, in (ids, matrix) blocks."""
         last = 0
         while True:
-            with self.sessions() as s:
+            with self._read() as s:
                 q = (select(VectorRow.image_id, VectorRow.data)
                      .where(VectorRow.image_id > last).order_by(VectorRow.image_id).limit(batch))
                 rows = s.execute(q).all()
@@ -277,7 +281,7 @@ class Catalog:
         Read in one transaction, so the result is a consistent snapshot even while
         another process writes.
         """
-        with self.sessions() as s, s.begin():
+        with self._read() as s, s.begin():
             now = int(s.get(Setting, "generation").value)
             if now == gen:
                 return Changes(now)
@@ -305,19 +309,20 @@ class Catalog:
         Returns the ids of `records`, in order. Rows and their vectors commit together
         or not at all; the generation moves forward by one.
         """
+        metadata = [check_metadata(r.metadata) if r.metadata is not None else None for r in records]
         now = time.time()
         ids: list[int] = []
-        with self.sessions.begin() as s:
+        with self._write() as s:
             gen_row = s.get(Setting, "generation")
             gen = int(gen_row.value) + 1
             gen_row.value = str(gen)
-            for rec in records:
+            for rec, meta in zip(records, metadata):
                 row = s.get(ImageRow, rec.id) if rec.id is not None else None
                 if row is None:
-                    row = ImageRow(path=rec.path, added_at=now, meta=rec.metadata or {})
+                    row = ImageRow(path=rec.path, added_at=now, meta=meta or {})
                     s.add(row)
-                elif rec.metadata is not None:
-                    row.meta = rec.metadata
+                elif meta is not None:
+                    row.meta = meta
                 row.path, row.content_hash, row.size, row.mtime_ns = rec.path, rec.content_hash, rec.size, rec.mtime_ns
                 row.status, row.error = rec.status, rec.error
                 if rec.status == STATUS_OK and rec.vector is None and row.id is not None:
@@ -342,27 +347,16 @@ class Catalog:
         return ids
 
     def set_metadata(self, image_id: int, metadata: dict[str, Any]) -> None:
-        with self.sessions.begin() as s:
+        """Replace one image's metadata.
+
+        Raises:
+            BadMetadataError: see :func:`.metadata.check_metadata`.
+            RetrievalError: no image with that id.
+        """
+        metadata = check_metadata(metadata)
+        with self._write() as s:
             row = s.get(ImageRow, image_id)
             if row is None:
                 raise RetrievalError(f"no image with id {image_id}")
             row.meta = metadata
 
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    """WAL lets readers query while one writer adds; busy_timeout waits out short locks.
-
-    The driver's own transaction handling is switched off (it would BEGIN only before
-    writes), so that :func:`_begin` makes every session one snapshot, reads included.
-    """
-    dbapi_conn.isolation_level = None
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
-
-
-def _begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN")

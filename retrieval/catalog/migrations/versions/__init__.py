@@ -1,0 +1,1 @@
+"""Alembic revisions of the catalog, one file each (a package so that every installer ships them)."""

@@ -1,0 +1,1 @@
+"""Tests of the catalog: schema migrations, metadata rules, how the SQLite file is opened."""
