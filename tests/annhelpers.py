@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 from retrieval import Engine
+from retrieval.options import EngineOptions
 from retrieval.catalog import FileRecord
 from retrieval.extractors import Extractor, ExtractorConfig, Manifest
 
@@ -96,7 +97,7 @@ def synthetic_records(vectors: np.ndarray, seed: int = 0, start: int = 0) -> lis
 
 def commit(engine: Engine, records: list[FileRecord]) -> list[int]:
     """Write rows with vectors as ingest does (lock, commit, catch up, compact, save)."""
-    with engine._writing():
+    with engine._lock.held():
         ids = engine.catalog.apply(records)
         engine._cache.sync()
         engine._persist_index()
@@ -107,7 +108,7 @@ def synthetic_bundle(path: Path, vectors: np.ndarray, index: str, params: dict[s
                      seed: int = 0) -> Synthetic:
     """A bundle at `path` holding `vectors` as committed images, its ANN index saved."""
     extractor = StubExtractor(vectors.shape[1])
-    engine = Engine.create(path, extractor, index=index, index_params=params, device="cpu", workers=0)
+    engine = Engine.create(path, extractor, backend=index, backend_params=params, options=EngineOptions(device="cpu", workers=0))
     records = synthetic_records(vectors, seed)
     ids = engine.catalog.apply(records)
     engine.reindex()  # one bulk build from the stored vectors, saved
@@ -148,7 +149,7 @@ def photo_template(base: Path, extractor: Extractor) -> PhotoTemplate:
     with Image.open(near_source) as im:
         im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4), Image.Resampling.LANCZOS).save(near_copy)
     bundle = base / "bundle"
-    with Engine.create(bundle, extractor, device="cpu", workers=0) as engine:
+    with Engine.create(bundle, extractor, options=EngineOptions(device="cpu", workers=0)) as engine:
         engine.index([photos])
     template = PhotoTemplate(photos, bundle, original, exact_copy, near_source, near_copy)
     _TEMPLATE["t"] = template

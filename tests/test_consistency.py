@@ -148,7 +148,7 @@ def test_a_crash_while_saving_leaves_the_previous_index_loadable(tmp_path: Path,
         for i in (1, 50, 150):
             hits = [h.id for h in engine.search(s.vectors[i], k=120)]
             assert len(hits) == 110 and min(hits) > 100 and (i <= 100 or hits[0] == i)
-        engine.remove([150])  # the next save succeeds and clears the crashed one's temp file
+        engine.remove([150])  # a writer: taking the lock clears the crashed save's temp file
     assert not list(s.engine.path.glob(ANN_FILE + ".*.tmp"))
     with Engine.open(s.engine.path, extractor=StubExtractor(DIM)) as engine:
         assert engine.ann.ntotal == 109 and not engine._cache.rebuilt_unsaved

@@ -1,38 +1,43 @@
-"""Approximate (and exact) nearest-neighbour backends behind one protocol."""
+"""Approximate (and exact) nearest-neighbour backends behind one protocol.
+
+Every backend is registered in :data:`BACKENDS` with the parameters its constructor
+declares (type, range), so a typo or an out-of-range value is one clear error before
+anything is built or saved, never a FAISS abort, a huge allocation or an index that
+silently finds nothing. Checks that need the vector dimension (IVF-PQ's `pq_m` must
+divide it) run in :func:`check_settings` once the dimension is known.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
-from ..errors import UnknownNameError
-from .base import AnnIndex, read_bundle_file, save_atomic, search_reranked
+from ..errors import RetrievalError
+from ..registry import Param, Registry, unknown_name
 from .annoy_index import AnnoyBackend
-from .faiss_index import FaissFlat, FaissHNSW, FaissIVF, gpu_available
+from .base import AnnIndex, search_reranked
+from .faiss_index import FaissFlat, FaissHNSW, FaissIVF, FaissIVFPQ, gpu_available
 
-__all__ = ["AnnIndex", "BACKENDS", "create_index", "load_index", "resolve_auto", "gpu_available",
-           "save_atomic", "read_bundle_file", "search_reranked"]
-
-def _ivfpq(dim: int, pq_m: int | None = None, **params: Any) -> FaissIVF:
-    """IVF-PQ with ~8 dimensions per one-byte sub-quantiser (pq_m must divide dim).
-
-    16 dimensions a byte halves the codes but, on real 1,280-d embeddings at 100k, puts
-    only 93% of the true top 10 among 8 x 10 candidates (98% among 16 x 10); 8 dimensions
-    a byte puts 99.8% there (scripts/bench_ann.py measures it at 1M).
-    """
-    if pq_m is None:
-        pq_m = max(m for m in range(1, dim // 8 + 1) if dim % m == 0)
-    return FaissIVF(dim, pq_m=pq_m, **params)
+__all__ = ["AnnIndex", "AUTO", "BACKENDS", "check_settings", "create_index", "load_index", "resolve_auto",
+           "gpu_available", "search_reranked"]
 
 
-# name -> (constructor(dim, **params), loader(dim, payload, params))
-BACKENDS: dict[str, tuple[Callable[..., AnnIndex], Callable[[int, bytes, dict[str, Any]], AnnIndex]]] = {
-    "flat": (FaissFlat, FaissFlat.from_bytes),
-    "ivf": (FaissIVF, FaissIVF.from_bytes),
-    "ivfpq": (_ivfpq, FaissIVF.from_bytes),
-    "hnsw": (FaissHNSW, FaissHNSW.from_bytes),
-    "annoy": (AnnoyBackend, AnnoyBackend.from_bytes),
-}
+
+def _declared(backend: type[AnnIndex]) -> dict[str, Param]:
+    """The backend's declared parameters with the defaults its constructor gives them
+    (one source for each default; a declared name the constructor lacks fails here)."""
+    signature = inspect.signature(backend).parameters
+    return {k: dataclasses.replace(p, default=signature[k].default) for k, p in backend.PARAMS.items()}
+
+
+BACKENDS: Registry[AnnIndex] = Registry("ANN index")
+for _backend in (FaissFlat, FaissIVF, FaissIVFPQ, FaissHNSW, AnnoyBackend):
+    BACKENDS.add(_backend.name, _backend, params=_declared(_backend),
+                 help=(_backend.__doc__ or "").strip().splitlines()[0])
+
+AUTO = "auto"  # not a backend: a setting that picks one by collection size at every rebuild
 
 # Below this many vectors exact search is fast enough and needs no tuning.
 AUTO_EXACT_BELOW = 50_000
@@ -60,15 +65,41 @@ def _available_memory() -> int:
     return 8 << 30
 
 
+def check_settings(name: str, params: Mapping[str, Any], dim: int | None = None) -> dict[str, Any]:
+    """Validated, typed and complete (defaults filled in) parameters for the index
+    setting `name` ("auto" or a backend): what the engine stores, and what two spellings
+    of the same settings compare equal by. With `dim`, checks that depend on the
+    dimension run too.
+
+    Raises:
+        UnknownNameError: `name` is neither a backend nor "auto" (the message lists them).
+        RetrievalError: an unknown parameter (the message lists the backend's), a value
+            of the wrong type or out of range, or one the dimension rules out.
+    """
+    if name == AUTO:
+        if params:
+            raise RetrievalError("the auto index takes no parameters; name a backend to set them")
+        return {}
+    if name not in BACKENDS:
+        raise unknown_name(BACKENDS.kind, name, [*BACKENDS, AUTO])
+    # None asks for the default decided at build time, as leaving the parameter out does
+    checked = {k: v for k, v in BACKENDS.resolve(name, params).items() if v is not None}
+    if dim is not None:
+        BACKENDS.create(name, checked, dim)  # an empty index: constructors check what needs dim
+    return checked
+
+
 def create_index(name: str, dim: int, **params: Any) -> AnnIndex:
-    """A new, empty index of the named backend."""
-    if name not in BACKENDS:
-        raise UnknownNameError(f"unknown index type {name!r}; choose one of {', '.join(BACKENDS)}")
-    return BACKENDS[name][0](dim, **params)
+    """A new, empty index of the named backend (parameters validated)."""
+    return BACKENDS.create(name, params, dim)
 
 
-def load_index(name: str, dim: int, payload: bytes, params: dict[str, Any]) -> AnnIndex:
-    """Rebuild a saved index from its payload."""
-    if name not in BACKENDS:
-        raise UnknownNameError(f"unknown index type {name!r}; choose one of {', '.join(BACKENDS)}")
-    return BACKENDS[name][1](dim, payload, params)
+def load_index(name: str, dim: int, payload: bytes, params: Mapping[str, Any]) -> AnnIndex:
+    """Rebuild a saved index from its payload.
+
+    Raises:
+        RetrievalError: unknown backend or parameters (a file from elsewhere).
+        ValueError: the payload is damaged or inconsistent (see ``AnnIndex.from_bytes``).
+    """
+    backend: type[AnnIndex] = BACKENDS.entry(name).factory  # type: ignore[assignment]  # entries are classes
+    return backend.from_bytes(dim, payload, BACKENDS.check(name, params))

@@ -9,23 +9,33 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import annoy
 import numpy as np
 
-from .base import pack, pad_results, unpack
+from ..registry import Param
+from .base import array_of, pack, pad_results, unpack
 from .faiss_index import FaissFlat
 
 __all__ = ["AnnoyBackend"]
+
+ANNOY_INT_MAX = 2**31 - 1  # Annoy takes its counts as C ints
 
 
 class AnnoyBackend:
     """Annoy trees (inner product) plus an exact buffer and tombstones."""
 
-    name = "annoy"
+    name: ClassVar[str] = "annoy"
     exact = False
     rerank = 2
+    PARAMS: ClassVar[Mapping[str, Param]] = {
+        # no trees finds nothing, silently; each tree costs a build pass and ~N nodes
+        "n_trees": Param(int, low=1, high=4096, help="random-projection trees (recall vs size)"),
+        "search_k": Param(int, low=1, high=ANNOY_INT_MAX, optional=True,
+                          help="tree nodes inspected a query (default n x n_trees x 32)"),
+    }
 
     def __init__(self, dim: int, n_trees: int = 64, search_k: int | None = None) -> None:
         self.dim, self.n_trees, self.search_k = dim, n_trees, search_k
@@ -89,7 +99,7 @@ class AnnoyBackend:
         """Tree nodes to inspect for `n` results. Annoy's own default (n x n_trees) gives a
         poor recall in 1,280 dimensions; at a million real-like vectors, x8 that reached
         recall@10 0.909, x16 0.967, x32 0.989 (20 ms a query on 2 cores)."""
-        return self.search_k if self.search_k is not None else n * self.n_trees * 32
+        return self.search_k if self.search_k is not None else min(n * self.n_trees * 32, ANNOY_INT_MAX)
 
     def needs_rebuild(self) -> bool:
         built = len(self.labels)
@@ -112,16 +122,55 @@ class AnnoyBackend:
     @classmethod
     def from_bytes(cls, dim: int, payload: bytes, params: dict[str, Any]) -> AnnoyBackend:
         obj = cls(dim, **params)
-        arrays = unpack(payload)
-        obj.labels = arrays["labels"].astype(np.int64)
-        live = set(map(int, arrays["live"]))
+        arrays = unpack(payload, ("labels", "live", "buffer"))
+        obj.labels = array_of(arrays, "labels", "i").astype(np.int64)
+        if len(np.unique(obj.labels)) != len(obj.labels):
+            raise ValueError("the trees hold an id twice")
+        live = set(map(int, array_of(arrays, "live", "i")))
         obj.live = {int(i): n for n, i in enumerate(obj.labels) if int(i) in live}
-        obj.buffer = FaissFlat.from_bytes(dim, arrays["buffer"].tobytes(), {})
-        if "trees" in arrays:
-            fd, path = tempfile.mkstemp(suffix=".ann")
+        obj.buffer = FaissFlat.from_bytes(dim, array_of(arrays, "buffer", "u").tobytes(), {})
+        if "trees" not in arrays:
+            if len(obj.labels):
+                raise ValueError(f"{len(obj.labels)} labels but no trees")
+            return obj
+        trees = array_of(arrays, "trees", "u").tobytes()
+        _check_trees(trees, dim, len(obj.labels))
+        fd, path = tempfile.mkstemp(suffix=".ann")
+        try:
             with os.fdopen(fd, "wb") as f:
-                f.write(arrays["trees"].tobytes())
+                f.write(trees)
             obj.trees = annoy.AnnoyIndex(dim, "dot")
-            obj.trees.load(path)
-            os.unlink(path)  # the mapping stays valid; no file is left behind
+            obj.trees.load(path)  # Annoy maps the file; the mapping outlives its name
+        finally:
+            os.unlink(path)
         return obj
+
+
+def _check_trees(blob: bytes, dim: int, items: int) -> None:
+    """Raise ValueError unless `blob` is a forest Annoy (dot metric) can search without
+    reading outside it: Annoy trusts every index in the file, so a damaged or crafted one
+    would crash the process at the first query.
+
+    Annoy's file is an array of nodes, each (n_descendants, children[2], dot_factor,
+    v[dim]) in 32-bit words; the last node is a root whose n_descendants is the item
+    count. Nodes below that count are the items (n_descendants 1). Every other node is
+    either a leaf listing up to dim + 3 item numbers from `children` on, or a split whose
+    two children were written before it (a smaller number: no cycles).
+    """
+    width = dim + 4
+    if not blob or len(blob) % (4 * width):
+        raise ValueError(f"{len(blob)} bytes of trees are not whole {4 * width}-byte nodes")
+    nodes = np.frombuffer(blob, np.int32).reshape(-1, width)
+    count = nodes[:, 0]
+    if count[-1] != items or len(nodes) <= items:
+        raise ValueError(f"the trees index {count[-1]} items in {len(nodes)} nodes, expected {items} labelled ones")
+    if (count[:items] != 1).any():
+        raise ValueError("an item node is not a single item")
+    inner, number = count[items:], np.arange(items, len(nodes))
+    leaf = (inner >= 0) & (inner <= dim + 3)
+    listed = nodes[items:, 1:][leaf]
+    used = np.arange(dim + 3) < inner[leaf][:, None]
+    children = nodes[items:, 1:3][~leaf]
+    if ((listed[used] < 0) | (listed[used] >= items)).any() or (inner < 0).any() \
+            or ((children < 0) | (children >= number[~leaf][:, None])).any():
+        raise ValueError("a tree node points outside the trees")

@@ -6,18 +6,15 @@ records the catalog generation it reflects so that any process can bring it up t
 
 from __future__ import annotations
 
-import glob
 import io
-import json
-import os
-import tempfile
-from pathlib import Path
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["AnnIndex", "save_atomic", "read_bundle_file", "pack", "unpack", "pad_results", "search_reranked"]
+from ..registry import Param
+
+__all__ = ["AnnIndex", "pack", "unpack", "array_of", "pad_results", "search_reranked"]
 
 
 @runtime_checkable
@@ -33,6 +30,7 @@ class AnnIndex(Protocol):
     dim: int
     exact: bool  # False: scores are approximate, the Engine re-ranks with stored vectors
     rerank: int  # how many times k candidates to fetch before an exact re-rank (1: none)
+    PARAMS: ClassVar[Mapping[str, Param]]  # the constructor's keyword parameters, validated by the registry
 
     @property
     def ntotal(self) -> int:
@@ -63,6 +61,15 @@ class AnnIndex(Protocol):
     def to_bytes(self) -> bytes:
         """Serialise the index (without the header the bundle adds)."""
 
+    @classmethod
+    def from_bytes(cls, dim: int, payload: bytes, params: dict[str, Any]) -> AnnIndex:
+        """The index :meth:`to_bytes` saved, built with `params` (already validated).
+
+        The payload is checked as far as a search would rely on it (types, dimension,
+        lengths, ranges), so a damaged or crafted one raises ValueError here instead of
+        failing, or crashing the process, at the first search.
+        """
+
 
 def search_reranked(index: AnnIndex, query: np.ndarray, k: int,
                     lookup: Callable[[list[int]], Mapping[int, np.ndarray]],
@@ -89,9 +96,29 @@ def pack(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def unpack(payload: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+def unpack(payload: bytes, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
+    """The arrays :func:`pack` stored; ValueError when the payload is not such an archive
+    or lacks one of the `required` arrays."""
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile, zlib and numpy raise a dozen types on damaged bytes
+        raise ValueError(f"not an array archive ({type(e).__name__}: {e})") from e
+    missing = sorted(set(required) - set(arrays))
+    if missing:
+        raise ValueError(f"arrays missing: {', '.join(missing)}")
+    return arrays
+
+
+def array_of(arrays: Mapping[str, np.ndarray], key: str, kinds: str, length: int | None = None) -> np.ndarray:
+    """`arrays[key]`, checked to be one-dimensional, of a numpy kind in `kinds` ("i"
+    integers, "b" booleans, "u" unsigned, e.g. bytes) and, if given, of `length`."""
+    a = arrays[key]
+    if a.ndim != 1 or a.dtype.kind not in kinds:
+        raise ValueError(f"array {key!r} is {a.dtype}{list(a.shape)}, expected one-dimensional of kind {kinds!r}")
+    if length is not None and len(a) != length:
+        raise ValueError(f"array {key!r} holds {len(a)} values, expected {length}")
+    return a
 
 
 def pad_results(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -103,36 +130,3 @@ def pad_results(scores: list[np.ndarray], ids: list[np.ndarray], k: int) -> tupl
         out_s[row, : len(order)] = s[order]
         out_i[row, : len(order)] = i[order]
     return out_s, out_i
-
-
-def save_atomic(path: Path, header: dict[str, Any], payload: bytes) -> None:
-    """Write header + payload to a temp file beside `path`, fsync, then rename over it.
-
-    A reader opening `path` sees either the previous file or this one, never a mix,
-    and a crash mid-write leaves the previous file in place. The caller holds the
-    bundle's write lock, so a temp file already there is a crashed save's: removed.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(glob.escape(path.name) + ".*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(json.dumps(header).encode() + b"\n")
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_bundle_file(path: Path) -> tuple[dict[str, Any], bytes] | None:
-    """Read what :func:`save_atomic` wrote; None when missing or unreadable."""
-    try:
-        raw = path.read_bytes()
-        newline = raw.index(b"\n")
-        return json.loads(raw[:newline]), raw[newline + 1:]
-    except (OSError, ValueError):
-        return None

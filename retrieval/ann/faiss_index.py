@@ -9,67 +9,21 @@ every machine without a GPU use the CPU, silently.
 
 from __future__ import annotations
 
-import logging
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import faiss
 import numpy as np
 
-from .base import pack, unpack
+from ..errors import RetrievalError
+from ..registry import Param
+from .base import array_of, pack, unpack
+from .gpu import GpuMirror, gpu_available
 
-__all__ = ["FaissFlat", "FaissIVF", "FaissHNSW", "gpu_available"]
-
-log = logging.getLogger(__name__)
+__all__ = ["FaissFlat", "FaissIVF", "FaissIVFPQ", "FaissHNSW", "gpu_available"]
 
 TRAIN_SAMPLE = 200_000  # k-means training points for IVF, unless 39 a cell needs more
-
-
-def gpu_available() -> bool:
-    """True when this FAISS build has GPU support and sees a GPU."""
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
-class _GpuMirror:
-    """A GPU clone of a CPU index for searching, rebuilt lazily after each change."""
-
-    def __init__(self) -> None:
-        self._clone: faiss.Index | None = None
-        self._resources: Any = None
-
-    def invalidate(self) -> None:
-        self._clone = None
-
-    def get(self, index: faiss.Index) -> faiss.Index:
-        if not gpu_available() or index.ntotal == 0:
-            return index
-        if self._clone is None:
-            try:
-                self._resources = self._resources or faiss.StandardGpuResources()
-                self._clone = faiss.index_cpu_to_gpu(self._resources, 0, index)
-            except RuntimeError as e:  # an index type the GPU does not support: stay on the CPU
-                log.debug("GPU clone failed (%s); searching on the CPU", e)
-                return index
-        return self._clone
-
-    def build(self, index: faiss.Index, train: np.ndarray, vectors: np.ndarray, ids: np.ndarray) -> faiss.Index:
-        """Train `index` on `train` and add the vectors: on the GPU when there is one (k-means
-        and assigning every vector to a cell are the slow part), else on the CPU. Returns the
-        CPU index; the GPU one is kept as the search clone."""
-        if gpu_available():
-            try:
-                self._resources = self._resources or faiss.StandardGpuResources()
-                gpu = faiss.index_cpu_to_gpu(self._resources, 0, index)
-                gpu.train(train)
-                gpu.add_with_ids(vectors, ids)
-                self._clone = gpu
-                return faiss.index_gpu_to_cpu(gpu)
-            except RuntimeError as e:  # e.g. a PQ code size the GPU does not support
-                log.debug("GPU build failed (%s); building on the CPU", e)
-                self._clone = None
-        index.train(train)
-        index.add_with_ids(vectors, ids)
-        return index
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -84,21 +38,35 @@ def _serialize(index: faiss.Index) -> np.ndarray:
     return faiss.serialize_index(index)
 
 
-def _deserialize(blob: np.ndarray) -> faiss.Index:
-    return faiss.deserialize_index(np.ascontiguousarray(blob, np.uint8))
+def _deserialize(blob: np.ndarray, kind: type, dim: int) -> faiss.Index:
+    """A serialised FAISS index, checked to be a `kind` over `dim`-d vectors by inner product.
+
+    FAISS validates its own structures as it reads (it rejects an HNSW neighbour out of
+    range, for one) but happily returns another index type or dimension, which would
+    fail an assertion at the first search: ValueError here instead.
+    """
+    try:
+        index = faiss.deserialize_index(np.ascontiguousarray(blob, np.uint8))
+    except (RuntimeError, MemoryError) as e:
+        raise ValueError(f"unreadable FAISS index ({e})") from e
+    if not isinstance(index, kind) or index.d != dim or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ValueError(f"found a {type(index).__name__} of dimension {index.d}, metric {index.metric_type}; "
+                         f"expected a {kind.__name__} of dimension {dim} by inner product")
+    return index
 
 
 class FaissFlat:
     """Exact search: the reference every approximate backend is measured against."""
 
-    name = "flat"
+    name: ClassVar[str] = "flat"
     exact = True
     rerank = 1
+    PARAMS: ClassVar[Mapping[str, Param]] = {}
 
     def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
         self.dim = dim
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        self._gpu = _GpuMirror()
+        self._gpu = GpuMirror()
 
     @property
     def ntotal(self) -> int:
@@ -136,11 +104,17 @@ class FaissFlat:
 
     @classmethod
     def from_bytes(cls, dim: int, payload: bytes, params: dict[str, Any]) -> FaissFlat:
-        return cls(dim, _deserialize(np.frombuffer(payload, np.uint8)))
+        index = _deserialize(np.frombuffer(payload, np.uint8), faiss.IndexIDMap2, dim)
+        ids = faiss.vector_to_array(index.id_map)
+        if not isinstance(faiss.downcast_index(index.index), faiss.IndexFlat) or len(ids) != index.ntotal:
+            raise ValueError("the exact index does not map each stored vector to one id")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("the exact index holds an id twice")
+        return cls(dim, index)
 
 
 class FaissIVF:
-    """Inverted lists over k-means cells, with flat or product-quantised codes.
+    """Inverted lists over k-means cells, with exact (flat) codes.
 
     Until enough vectors exist to train the quantiser (`train_min`), everything lives
     in an exact buffer, so a small or new collection is searched exactly. `nlist`
@@ -148,25 +122,32 @@ class FaissIVF:
     collection has grown 4x beyond what it was trained on.
     """
 
+    name: ClassVar[str] = "ivf"
     exact = False
+    rerank = 2
+    PARAMS: ClassVar[Mapping[str, Param]] = {
+        # FAISS's GPU IVF stops at 65,536 cells, and the automatic nlist never goes past it
+        "nlist": Param(int, low=1, high=65536, optional=True, help="k-means cells (default ~4 sqrt(N))"),
+        "nprobe": Param(int, low=1, high=65536, optional=True, help="cells searched (default nlist / 8)"),
+        "train_min": Param(int, low=1, help="vectors kept in an exact buffer until the quantiser trains"),
+    }
+    _faiss_type: ClassVar[type] = faiss.IndexIVFFlat
 
     def __init__(self, dim: int, nlist: int | None = None, nprobe: int | None = None,
-                 pq_m: int | None = None, train_min: int = 10_000) -> None:
+                 train_min: int = 10_000) -> None:
         self.dim = dim
-        self.name = "ivfpq" if pq_m is not None else "ivf"
-        self.rerank = 16 if pq_m is not None else 2  # PQ distances are coarse; re-rank deeper
-        self.nlist, self.nprobe, self.pq_m, self.train_min = nlist, nprobe, pq_m, train_min
+        self.nlist, self.nprobe, self.train_min = nlist, nprobe, train_min
         self.index: faiss.Index | None = None
         self.trained_on = 0
         self.buffer = FaissFlat(dim)
-        self._gpu = _GpuMirror()
+        self._gpu = GpuMirror()
 
     @property
     def ntotal(self) -> int:
         return self.buffer.ntotal + (int(self.index.ntotal) if self.index is not None else 0)
 
     def params(self) -> dict[str, Any]:
-        return {"nlist": self.nlist, "nprobe": self.nprobe, "pq_m": self.pq_m, "train_min": self.train_min}
+        return {"nlist": self.nlist, "nprobe": self.nprobe, "train_min": self.train_min}
 
     def _resolved(self, n: int) -> tuple[int, int]:
         nlist = self.nlist or int(min(65536, max(16, 4 * math.sqrt(n))))
@@ -174,23 +155,22 @@ class FaissIVF:
         nprobe = self.nprobe or max(8, min(256, nlist // 8))
         return nlist, nprobe
 
+    def _empty(self, nlist: int) -> faiss.Index:
+        """An untrained FAISS index of this kind with `nlist` cells."""
+        return faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+
     def build(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         self.buffer = FaissFlat(self.dim)
-        self.index, self._gpu = None, _GpuMirror()
+        self.index, self._gpu = None, GpuMirror()
         if len(ids) < self._trainable_from():
             self.buffer.add(ids, vectors)
             return
         nlist, _ = self._resolved(len(ids))
-        quantizer = faiss.IndexFlatIP(self.dim)
-        if self.pq_m is None:
-            index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        else:
-            index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, self.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
         # k-means wants 39 to 256 points a cell; beyond ~200k points more barely moves the
         # centroids but costs minutes (a 1M collection would train on all of it).
         wanted = min(len(ids), max(nlist * 39, min(nlist * 256, TRAIN_SAMPLE)))
         sample = np.random.default_rng(0).choice(len(ids), wanted, replace=False)
-        self.index = self._gpu.build(index, _f32(vectors[np.sort(sample)]), _f32(vectors), _i64(ids))
+        self.index = self._gpu.build(self._empty(nlist), _f32(vectors[np.sort(sample)]), _f32(vectors), _i64(ids))
         self.trained_on = len(ids)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -240,9 +220,8 @@ class FaissIVF:
         return self.ntotal > 4 * self.trained_on
 
     def _trainable_from(self) -> int:
-        """Vectors needed before training: train_min, and never fewer than the 256 points
-        that PQ codebooks (8 bits a code) need, so a small train_min cannot make writes fail."""
-        return max(self.train_min, 256) if self.pq_m is not None else self.train_min
+        """Vectors needed before training."""
+        return self.train_min
 
     def to_bytes(self) -> bytes:
         arrays = {"buffer": np.frombuffer(self.buffer.to_bytes(), np.uint8),
@@ -254,12 +233,60 @@ class FaissIVF:
     @classmethod
     def from_bytes(cls, dim: int, payload: bytes, params: dict[str, Any]) -> FaissIVF:
         obj = cls(dim, **params)
-        arrays = unpack(payload)
-        obj.buffer = FaissFlat.from_bytes(dim, arrays["buffer"].tobytes(), {})
-        obj.trained_on = int(arrays["trained_on"])
+        arrays = unpack(payload, ("buffer", "trained_on"))
+        obj.buffer = FaissFlat.from_bytes(dim, array_of(arrays, "buffer", "u").tobytes(), {})
+        trained_on = arrays["trained_on"]
+        if trained_on.shape != () or trained_on.dtype.kind != "i" or trained_on < 0:
+            raise ValueError(f"trained_on is {trained_on!r}, expected a count")
+        obj.trained_on = int(trained_on)
         if "index" in arrays:
-            obj.index = _deserialize(arrays["index"])
+            obj.index = _deserialize(array_of(arrays, "index", "u"), cls._faiss_type, dim)
+            if not obj.index.is_trained:
+                raise ValueError("the inverted index was saved untrained")
         return obj
+
+
+class FaissIVFPQ(FaissIVF):
+    """IVF with product-quantised codes: ~dim/8 bytes a vector, for collections that do
+    not fit in memory as float32.
+
+    `pq_m` one-byte sub-quantisers, ~8 dimensions each by default: 16 dimensions a byte
+    halves the codes but, on real 1,280-d embeddings at 100k, puts only 93% of the true
+    top 10 among 8 x 10 candidates (98% among 16 x 10); 8 dimensions a byte puts 99.8%
+    there (scripts/bench_ann.py measures it at 1M). PQ distances are coarse, so the
+    Engine re-ranks 16 x k candidates with the stored vectors.
+    """
+
+    name: ClassVar[str] = "ivfpq"
+    rerank = 16
+    PARAMS: ClassVar[Mapping[str, Param]] = {
+        **FaissIVF.PARAMS,
+        "pq_m": Param(int, low=1, optional=True, help="one-byte sub-quantisers; must divide the dimension"),
+    }
+    _faiss_type: ClassVar[type] = faiss.IndexIVFPQ
+
+    def __init__(self, dim: int, nlist: int | None = None, nprobe: int | None = None,
+                 pq_m: int | None = None, train_min: int = 10_000) -> None:
+        divisors = [m for m in range(1, dim + 1) if dim % m == 0]
+        if pq_m is None:
+            pq_m = max(m for m in divisors if m <= max(1, dim // 8))
+        elif pq_m not in divisors:  # FAISS would fail every search and write after training
+            raise RetrievalError(f"{self.name} parameter pq_m={pq_m} must divide the dimension {dim}: choose "
+                                 + ", ".join(map(str, divisors)))
+        super().__init__(dim, nlist, nprobe, train_min)
+        self.pq_m = pq_m
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "pq_m": self.pq_m}
+
+    def _empty(self, nlist: int) -> faiss.Index:
+        return faiss.IndexIVFPQ(faiss.IndexFlatIP(self.dim), self.dim, nlist, self.pq_m, 8,
+                                faiss.METRIC_INNER_PRODUCT)
+
+    def _trainable_from(self) -> int:
+        """Never fewer than the 256 points that PQ codebooks (8 bits a code) need, so a
+        small train_min cannot make writes fail."""
+        return max(self.train_min, 256)
 
 
 class FaissHNSW:
@@ -273,9 +300,16 @@ class FaissHNSW:
     for 1.0 -> 1.4 ms a query on 2 cores (scripts/bench_ann.py).
     """
 
-    name = "hnsw"
+    name: ClassVar[str] = "hnsw"
     exact = False
     rerank = 2
+    PARAMS: ClassVar[Mapping[str, Param]] = {
+        # M 0 makes FAISS abort on the first insert and M -1 asks for 24 GB; past 256 the
+        # graph costs more than the vectors. ef beyond 65,536 is a slow scan, not a search.
+        "M": Param(int, low=2, high=256, help="graph neighbours a node (memory: 2 x 8 x M bytes a vector)"),
+        "ef_construction": Param(int, low=1, high=65536, help="candidates kept while linking a new node"),
+        "ef_search": Param(int, low=1, high=65536, help="candidates kept while searching (recall vs speed)"),
+    }
 
     def __init__(self, dim: int, M: int = 32, ef_construction: int = 80, ef_search: int = 256) -> None:
         self.dim, self.M, self.ef_construction, self.ef_search = dim, M, ef_construction, ef_search
@@ -347,9 +381,12 @@ class FaissHNSW:
 
     @classmethod
     def from_bytes(cls, dim: int, payload: bytes, params: dict[str, Any]) -> FaissHNSW:
-        arrays = unpack(payload)
+        arrays = unpack(payload, ("index", "labels", "dead"))
         obj = cls(dim, **params)
-        obj.index = _deserialize(arrays["index"])
-        obj.labels, obj.dead = arrays["labels"].astype(np.int64), arrays["dead"].astype(bool)
+        obj.index = _deserialize(array_of(arrays, "index", "u"), faiss.IndexHNSWFlat, dim)
+        obj.labels = array_of(arrays, "labels", "i", obj.index.ntotal).astype(np.int64)
+        obj.dead = array_of(arrays, "dead", "b", obj.index.ntotal)
         obj.position = {int(i): p for p, i in enumerate(obj.labels) if not obj.dead[p]}
+        if len(obj.position) != len(obj.labels) - int(obj.dead.sum()):
+            raise ValueError("the graph holds a live id twice")
         return obj
