@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from retrieval.cli import app
+from retrieval.cli.app import app
 
 runner = CliRunner()
 
@@ -86,3 +88,40 @@ def test_usage_errors_exit_2_with_one_line(indexed: Path) -> None:
     assert res.exit_code == 2 and "KEY=VALUE" in res.stderr
     res = runner.invoke(app, ["query", "--id", "424242", "-i", str(indexed)])
     assert res.exit_code == 2 and "424242" in res.stderr and "Traceback" not in res.output
+
+
+def test_reindex_switches_the_backend_and_index_keeps_it(indexed: Path, sample_dir: Path) -> None:
+    res = runner.invoke(app, ["reindex", "--backend", "hnsw", "--param", "M=12", "-i", str(indexed), "--json"])
+    assert res.exit_code == 0, res.output
+    described = json.loads(res.stdout)
+    assert (described["type"], described["effective"], described["params"]["M"]) == ("hnsw", "hnsw", 12)
+    res = runner.invoke(app, ["index", str(sample_dir), "-i", str(indexed), "--backend", "flat", "-q"])
+    assert res.exit_code == 2 and "reindex --backend" in res.stderr  # an existing index is switched by reindex
+    res = runner.invoke(app, ["index", str(sample_dir), "-i", str(indexed), "-q", "--json", "--workers", "0"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["unchanged"] == 50
+    assert json.loads(runner.invoke(app, ["info", "-i", str(indexed), "--json"]).stdout)["index"]["type"] == "hnsw"
+
+
+def test_eval_in_an_existing_index_dir(indexed: Path, sample_dir: Path) -> None:
+    res = runner.invoke(app, ["eval", str(sample_dir), "--index-dir", str(indexed), "-k", "4", "--json", "-q"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert (report["gallery"], report["leave_one_out"]) == (50, True) and 0 < report["map"] <= 1
+    assert set(report["precision_at"]) == {"4"}
+
+
+@pytest.fixture()
+def library_logger() -> Iterator[logging.Logger]:
+    """The library's logger, its level restored afterwards (the CLI sets it process-wide)."""
+    logger = logging.getLogger("retrieval")
+    level = logger.level
+    yield logger
+    logger.setLevel(level)
+
+
+@pytest.mark.parametrize(("flag", "level"), [("-v", logging.INFO), ("-vv", logging.DEBUG)])
+def test_verbose_sets_the_library_log_level(library_logger: logging.Logger, tmp_path: Path, flag: str,
+                                            level: int) -> None:
+    res = runner.invoke(app, [flag, "info", "-i", str(tmp_path / "none")])
+    assert res.exit_code == 2  # no index there: the root options still took effect
+    assert library_logger.level == level

@@ -1,0 +1,57 @@
+"""`retrieve`: the command line over :class:`retrieval.Engine`.
+
+This module builds the Typer app from the command modules; nothing here (nor there, at
+import time) loads torch, FAISS or a model, so help and ``--version`` answer at once.
+A user error prints one line on stderr and exits with 2 (see :class:`RetrieveGroup`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .. import __version__
+from . import evaluate, indexing, manage, search, train
+from .common import ESCAPING, GROUP_SETTINGS, RetrieveGroup, set_verbosity
+
+app = typer.Typer(name="retrieve", cls=RetrieveGroup, **GROUP_SETTINGS)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"retrieve {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True, show_default=False, help="Log what the engine does: -v info, -vv debug (and tracebacks of bugs).")]
+    = 0,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version, help="Print the version and exit.")] = False,
+) -> None:
+    """Content-based image retrieval: index folders of images, find similar ones.
+
+    The index lives in indexes/default unless --index-dir (or RETRIEVE_INDEX_DIR) says
+    otherwise. Results go to stdout, progress and errors to stderr.
+    """
+    set_verbosity(ctx, verbose)
+
+
+app.command("index")(indexing.index)
+app.command("query", epilog=ESCAPING)(search.query)
+app.command("info")(manage.info)
+app.command("remove")(indexing.remove)
+app.command("reindex")(indexing.reindex)
+app.command("tag")(manage.tag)
+app.command("dupes", epilog=ESCAPING)(search.dupes)
+app.command("eval")(evaluate.evaluate)
+app.add_typer(train.app, name="train")
+
+
+def main() -> None:
+    """Console-script entry point (``retrieve``)."""
+    app()

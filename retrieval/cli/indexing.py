@@ -1,0 +1,112 @@
+"""Commands that write an index: ``index``, ``reindex``, ``remove``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from ..options import EngineOptions
+from .common import (
+    DEFAULT_INDEX_DIR, RUN_DEFAULTS, Backend, BackendParams, BatchSize, Decode, Denoise, Device, Extractor, ImageRefs,
+    IndexDir,
+    JsonOut, Precision, Quiet, Weights, Workers, extractor_spec, image_refs, json_or_line, parse_pairs, progress_bar,
+    report_failures,
+)
+
+if TYPE_CHECKING:
+    from ..indexing.run import IndexReport
+
+
+def index(
+    folders: Annotated[list[Path], typer.Argument(metavar="FOLDER", hidden=True)],
+    index_dir: IndexDir = DEFAULT_INDEX_DIR,
+    backbone: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="CNN backbone (a wrong name lists them).")] = None,
+    weights: Weights = None,
+    pooling: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="Global pooling (a wrong name lists them).")] = None,
+    pooling_param: Annotated[Optional[list[str]], typer.Option(
+        metavar="KEY=VALUE", help="Pooling parameter, e.g. p=3 for GeM (repeatable; a wrong key lists them).")] = None,
+    image_size: Annotated[Optional[int], typer.Option(min=1, metavar="PIXELS", help="Input canvas side.")] = None,
+    resize: Annotated[Optional[str], typer.Option(
+        metavar="MODE", help="How an image is fitted to the canvas (a wrong mode lists them).")] = None,
+    extractor: Extractor = None,
+    backend: Backend = None,
+    param: BackendParams = None,
+    denoise: Denoise = None,
+    device: Device = RUN_DEFAULTS.device,
+    precision: Precision = RUN_DEFAULTS.precision,
+    batch_size: BatchSize = RUN_DEFAULTS.batch_size,
+    workers: Workers = RUN_DEFAULTS.workers,
+    decode: Decode = RUN_DEFAULTS.decode,
+    json_out: JsonOut = False,
+    quiet: Quiet = False,
+) -> None:
+    """Add new and changed images, forget vanished ones.
+
+    FOLDERs (or image files) are searched recursively. The first run creates the index.
+    The extractor options (--backbone to --resize, or --extractor) are recorded in a new
+    index, the engine's defaults standing in for those left out (`retrieve info` shows
+    them); on an existing index, each one given must match what it holds.
+    """
+    from ..engine import Engine
+
+    spec = extractor_spec(extractor, backbone=backbone, weights=str(weights) if weights else None, pooling=pooling,
+                          pooling_params=parse_pairs(pooling_param, "--pooling-param") or None,
+                          image_size=image_size, resize=resize)
+    options = EngineOptions(device=device, precision=precision, batch_size=batch_size, workers=workers,
+                            decode=decode, denoise=denoise, denoise_at="index")
+    with Engine.create(index_dir, spec, backend=backend, backend_params=parse_pairs(param, "--param"),
+                       exist_ok=True, options=options) as engine, progress_bar(not quiet) as progress:
+        report = engine.index(folders, progress=progress)
+    _print_report(report, json_out)
+
+
+def _print_report(report: IndexReport, json_out: bool) -> None:
+    """What an indexing run did: failures on stderr, the counts on stdout."""
+    report_failures(report.failed)
+    report_failures(report.skipped, "left out")
+    json_or_line(report.to_dict(), json_out,
+                 f"added {report.added}, updated {report.updated}, moved {report.moved}, "
+                 f"duplicates {report.duplicates}, removed {report.removed}, unchanged {report.unchanged}, "
+                 f"failed {len(report.failed)}: {report.embedded} images embedded in {report.seconds:.1f} s "
+                 f"({report.images_per_second:.1f} images/s)")
+
+
+def reindex(
+    backend: Backend = None,
+    param: BackendParams = None,
+    index_dir: IndexDir = DEFAULT_INDEX_DIR,
+    json_out: JsonOut = False,
+) -> None:
+    """Rebuild or switch the ANN index; no image is read.
+
+    The index is built again from the vectors stored in the catalog.
+    """
+    from ..engine import Engine
+
+    with Engine.open(index_dir) as engine:
+        start = time.perf_counter()
+        described = engine.reindex(backend, **parse_pairs(param, "--param"))
+        described["seconds"] = round(time.perf_counter() - start, 3)
+    json_or_line(described, json_out, f"rebuilt {described['effective']} index of {described['count']} vectors "
+                                      f"in {described['seconds']:.2f} s, parameters {described['params']}")
+
+
+def remove(
+    items: ImageRefs,
+    index_dir: IndexDir = DEFAULT_INDEX_DIR,
+    json_out: JsonOut = False,
+) -> None:
+    """Remove images from the index (not the files).
+
+    Each ITEM is an indexed image's id or path (write ./42 for a file named 42).
+    """
+    from ..engine import Engine
+
+    with Engine.open(index_dir) as engine:
+        removed = engine.remove(image_refs(items))
+    json_or_line({"removed": removed}, json_out, f"removed {removed}")

@@ -1,0 +1,148 @@
+"""Commands that read an index: ``query`` and ``dupes``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from ..options import EngineOptions
+from .common import (
+    DEFAULT_INDEX_DIR, RUN_DEFAULTS, Denoise, Device, Extractor, IndexDir, JsonOut, NullOut, Precision,
+    Quiet, Weights, extractor_spec, note, output_mode, parse_pairs, print_json, print_null, print_rows, progress_bar,
+)
+
+if TYPE_CHECKING:
+    from ..duplicates import DuplicateGroup
+    from ..query import Hit
+
+Similarity = Annotated[Optional[float], typer.Option(
+    min=-1.0, max=1.0, metavar="COSINE", show_default="the engine's",
+    help="Cosine similarity at or above which two images are copies.")]
+
+
+def query(
+    images: Annotated[Optional[list[Path]], typer.Argument(metavar="IMAGE", hidden=True)] = None,
+    ids: Annotated[Optional[list[int]], typer.Option(
+        "--id", metavar="ID", help="An indexed image to query with (repeatable; it is left out of the results).")]
+    = None,
+    k: Annotated[int, typer.Option("-k", min=1, metavar="N", help="How many results.")] = 10,
+    where: Annotated[Optional[list[str]], typer.Option(
+        metavar="KEY=VALUE", help="Only images whose metadata KEY is VALUE (repeatable).")] = None,
+    path: Annotated[Optional[str], typer.Option(metavar="GLOB", help="Only paths matching this glob, e.g. '*/2024/*'.")]
+    = None,
+    folder: Annotated[Optional[list[Path]], typer.Option(
+        resolve_path=True, metavar="DIR", help="Only images below this folder (repeatable: any).")] = None,
+    file_type: Annotated[Optional[list[str]], typer.Option(
+        "--type", metavar="FORMAT", help="Only this format, e.g. jpeg or png (repeatable: any).")] = None,
+    min_size: Annotated[Optional[int], typer.Option(min=0, metavar="BYTES", help="Only files of at least this size.")]
+    = None,
+    max_size: Annotated[Optional[int], typer.Option(min=0, metavar="BYTES", help="Only files of at most this size.")]
+    = None,
+    since: Annotated[Optional[str], typer.Option(
+        metavar="DATE", help="Only files modified on or after this date (YYYY-MM-DD[THH:MM]).")] = None,
+    until: Annotated[Optional[str], typer.Option(
+        metavar="DATE", help="Only files modified on or before this date.")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option(metavar="TAG", help="Only images with this tag (repeatable: all).")]
+    = None,
+    dedup: Annotated[bool, typer.Option("--dedup", help="Fold copies and near-copies into the best-ranked one.")]
+    = False,
+    dedup_threshold: Similarity = None,
+    weights: Weights = None,
+    extractor: Extractor = None,
+    denoise: Denoise = None,
+    index_dir: IndexDir = DEFAULT_INDEX_DIR,
+    device: Device = RUN_DEFAULTS.device,
+    precision: Precision = RUN_DEFAULTS.precision,
+    json_out: JsonOut = False,
+    null: NullOut = False,
+) -> None:
+    """Find the indexed images most similar to the query.
+
+    The query is one or more image files (IMAGE) and indexed images (--id), combined
+    into one; indexed ones are left out of the results.
+
+    Text output is rank, score, id and path (and, with --dedup, how many copies each
+    result folds): a table on a terminal, tab-separated lines under a header otherwise.
+    --dedup-threshold implies --dedup.
+    """
+    from ..engine import Engine
+    from ..filters import Filter, parse_date
+
+    output_mode(json_out, null)
+    where_filter = Filter(
+        path_glob=path, folders=tuple(str(f) for f in folder or ()), formats=tuple(file_type or ()),
+        min_bytes=min_size, max_bytes=max_size, since=parse_date(since) if since else None,
+        until=parse_date(until) if until else None, tags=tuple(tag or ()), metadata=parse_pairs(where, "--where"))
+    options = EngineOptions(device=device, precision=precision, denoise=denoise, denoise_at="query")
+    spec = extractor_spec(extractor, weights=str(weights) if weights else None)
+    dedup = dedup or dedup_threshold is not None
+    with Engine.open(index_dir, options=options, extractor=spec) as engine:
+        start = time.perf_counter()
+        hits = engine.search([*map(str, images or ()), *(ids or ())], k=k, where=where_filter,
+                             dedup=_threshold(dedup_threshold) if dedup else None)
+        elapsed = time.perf_counter() - start - engine.load_seconds
+        load = engine.load_seconds
+    _print_hits(hits, json_out, null, dedup, load, elapsed)
+
+
+def _threshold(given: float | None) -> float:
+    """The similarity asked for, or the engine's default."""
+    from ..duplicates import DEFAULT_THRESHOLD
+
+    return DEFAULT_THRESHOLD if given is None else given
+
+
+def _print_hits(hits: list[Hit], json_out: bool, null: bool, dedup: bool, load_s: float, query_s: float) -> None:
+    if json_out:
+        print_json({
+            "results": [{"rank": rank, "id": h.id, "score": round(h.score, 6), "path": h.path, "metadata": h.metadata,
+                         "duplicates": list(h.duplicates)} for rank, h in enumerate(hits, 1)],
+            "timing": {"model_load_s": round(load_s, 4), "query_s": round(query_s, 4)},
+        })
+    elif null:
+        print_null([h.path for h in hits])
+    else:
+        rows = [(str(rank), f"{h.score:.4f}", str(h.id), h.path) for rank, h in enumerate(hits, 1)]
+        if dedup:  # how many copies each hit stands for
+            print_rows(("rank", "score", "id", "path", "copies"), [(*r, str(len(h.duplicates))) for r, h in zip(rows, hits)])
+        else:
+            print_rows(("rank", "score", "id", "path"), rows)
+    note(f"model load {load_s:.2f} s, query {query_s * 1000:.1f} ms")
+
+
+def dupes(
+    threshold: Similarity = None,
+    exact: Annotated[bool, typer.Option("--exact", help="Identical files only (no model, no ANN search).")] = False,
+    index_dir: IndexDir = DEFAULT_INDEX_DIR,
+    json_out: JsonOut = False,
+    null: NullOut = False,
+    quiet: Quiet = False,
+) -> None:
+    """List groups of identical and near-identical images.
+
+    Text output is one line per image: group number, id, the group's lowest similarity
+    and path. With --null, each group's paths are followed by one more NUL (an empty
+    record), as between the groups of jdupes -0.
+    """
+    from ..engine import Engine
+
+    output_mode(json_out, null)
+    with Engine.open(index_dir) as engine, progress_bar(not quiet and not exact) as progress:
+        groups = engine.duplicates(None if exact else _threshold(threshold), progress=progress)
+    _print_groups(groups, json_out, null)
+    note(f"duplicate groups: {len(groups)}")
+
+
+def _print_groups(groups: list[DuplicateGroup], json_out: bool, null: bool) -> None:
+    if json_out:
+        print_json([{"ids": list(g.ids), "paths": list(g.paths), "exact": g.exact, "score": g.score}
+                    for g in groups])
+    elif null:
+        print_null([p for g in groups for p in (*g.paths, "")])
+    else:
+        print_rows(("group", "id", "score", "path"),
+                   [(str(n), str(i), "identical" if g.exact else f"{g.score:.4f}", p)
+                    for n, g in enumerate(groups, 1) for i, p in zip(g.ids, g.paths)])
