@@ -33,7 +33,7 @@ import numpy as np
 
 from retrieval import ann
 from retrieval.extractors import ExtractorConfig, create_extractor
-from retrieval.images import DecodeDataset, decode_loader
+from retrieval.images.batches import DecodeDataset, decode_loader
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "caltech101"

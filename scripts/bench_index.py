@@ -49,7 +49,9 @@ from PIL import Image, ImageOps
 from torchvision import transforms
 
 from retrieval import Engine
-from retrieval.images import load_image
+from retrieval.images.batches import default_workers
+from retrieval.options import EngineOptions
+from retrieval.images.decode import load_image
 from retrieval.extractors import Extractor, ExtractorConfig, create_extractor
 from retrieval.extractors.backbones import create_trunk
 from retrieval.extractors.pooling import create_pooling
@@ -145,8 +147,8 @@ def measure_e2e(extractor: Extractor, folder: Path, index_dir: Path, args: argpa
                 ) -> tuple[float, Engine]:
     """images/s of Engine.create + Engine.index on the folder, wall time; the engine stays open."""
     start = time.perf_counter()
-    engine = Engine.create(index_dir, extractor, device=extractor.device, batch_size=args.batch_size,
-                           workers=args.workers, decode=args.decode)
+    engine = Engine.create(index_dir, extractor, options=EngineOptions(
+        device=str(extractor.device), batch_size=args.batch_size, workers=args.workers, decode=args.decode))
     report = engine.index([folder])
     seconds = time.perf_counter() - start
     if report.failed or report.embedded != args.count:
@@ -212,7 +214,7 @@ def measure_queries(engine: Engine, queries: list[Path]) -> dict[str, float]:
 
 def model_load_seconds(index_dir: Path, device: torch.device) -> float:
     """What a fresh process pays once before its first query: building the extractor."""
-    with Engine.open(index_dir, device=device) as engine:
+    with Engine.open(index_dir, options=EngineOptions(device=str(device))) as engine:
         _ = engine.extractor
         return engine.load_seconds
 
@@ -272,7 +274,7 @@ def main() -> None:
         model = sum(model_runs) / 2
         with engine:
             latency = measure_queries(engine, queries)
-            workers_used = engine.workers
+            workers_used = default_workers(engine.options.workers)
         load_fresh = model_load_seconds(index_dir, dev)
     naive = None if args.skip_naive else measure_naive(extractor.manifest.config, dev, files)
     if naive is not None:

@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 
 from retrieval import Engine, ExtractorConfig
-from retrieval.evaluation import evaluate
+from retrieval.options import EngineOptions
+from retrieval.evaluation.metrics import evaluate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "caltech101"
 
@@ -50,8 +51,8 @@ def main() -> None:
     rows = []
     for name, config in CONFIGS.items():
         with tempfile.TemporaryDirectory() as tmp, \
-                Engine.create(Path(tmp) / "bundle", config, device=args.device,
-                              batch_size=args.batch_size, workers=args.workers) as engine:
+                Engine.create(Path(tmp) / "bundle", config, options=EngineOptions(
+                    device=args.device, batch_size=args.batch_size, workers=args.workers)) as engine:
             report = engine.add(paths)
             by_path = engine.catalog.rows_by_path(paths)
             ids = [by_path[p].id for p in paths]

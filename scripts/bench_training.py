@@ -34,13 +34,14 @@ import numpy as np
 import torch
 
 from retrieval import Engine, ExtractorConfig
-from retrieval.evaluation import evaluate
+from retrieval.options import EngineOptions
+from retrieval.evaluation.metrics import evaluate
 from retrieval.extractors import create_extractor
 from retrieval.extractors.denoise import Denoiser, DenoisingExtractor
-from retrieval.images import load_image
+from retrieval.images.decode import load_image
 from retrieval.training.autoencoder import AutoencoderSettings, train_autoencoder
 from retrieval.training.corruptions import corrupt_image
-from retrieval.training.data import LabelledImages
+from retrieval.evaluation.labels import LabelledImages
 from retrieval.training.loop import EpochRecord, TrainResult
 from retrieval.training.triplet import TripletSettings, train_triplet
 
@@ -79,7 +80,8 @@ def loo(vectors: np.ndarray, labels: tuple[str, ...]) -> dict[str, float]:
 def index_vectors(extractor: object, test: LabelledImages, device: str) -> tuple[np.ndarray, float]:
     """Test-split vectors through the Engine, as `retrieve index` makes them; and seconds."""
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, Engine.create(Path(tmp) / "b", extractor, device=device) as engine:
+    options = EngineOptions(device=device)
+    with tempfile.TemporaryDirectory() as tmp, Engine.create(Path(tmp) / "b", extractor, options=options) as engine:
         engine.add(test.paths)
         rows = engine.catalog.rows_by_path(test.paths)
         vecs = engine.vectors([rows[p].id for p in test.paths])

@@ -25,18 +25,15 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-import retrieval.indexer
+import retrieval.images.batches
+import retrieval.indexing.plan
 from retrieval import Engine, RetrievalError
-from retrieval.cli import app
+from retrieval.cli.app import app
 from retrieval.errors import BadImageError
-from retrieval.images import (
-    MAX_PIXELS,
-    DecodeDataset,
-    Preprocessor,
-    collate_decoded,
-    discover,
-    load_image,
-)
+from retrieval.images.decode import MAX_PIXELS, load_image
+from retrieval.images.batches import DecodeDataset, collate_decoded
+from retrieval.images.preprocess import Preprocessor
+from retrieval.images.files import discover, os_reason
 
 from . import badimages as bi
 
@@ -159,14 +156,14 @@ def test_max_pixels_limit_is_inclusive(tmp_path: Path) -> None:
 def test_unreadable_file_reason_is_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     locked = tmp_path / "locked.jpg"
     shutil.copyfile(bi.sample_photos(1)[0], locked)
-    real_open = PIL.Image.open
+    real_open = os.open
 
-    def guarded_open(fp, *a, **k):
-        if os.fspath(fp) == str(locked):
+    def guarded_open(path, *a, **k):
+        if os.fspath(path) == str(locked):
             raise PermissionError(13, "Permission denied", str(locked))
-        return real_open(fp, *a, **k)
+        return real_open(path, *a, **k)
 
-    monkeypatch.setattr(PIL.Image, "open", guarded_open)
+    monkeypatch.setattr(os, "open", guarded_open)
     with pytest.raises(BadImageError, match="permission denied"):
         load_image(locked)
 
@@ -497,23 +494,23 @@ def test_unreadable_file_is_recorded_as_permission_denied(make_engine, tmp_path:
     locked = str(root / photos[1].name)
     denied = PermissionError(13, "Permission denied", locked)
     if stage == "hashing":
-        real_digest = retrieval.indexer.file_digest
+        real_digest = retrieval.indexing.plan.file_digest
 
         def digest(path):
             if os.fspath(path) == locked:
                 raise denied
             return real_digest(path)
 
-        monkeypatch.setattr(retrieval.indexer, "file_digest", digest)
+        monkeypatch.setattr(retrieval.indexing.plan, "file_digest", digest)
     else:
-        real_open = PIL.Image.open
+        real_read = retrieval.images.batches.read_file
 
-        def image_open(fp, *a, **k):
-            if os.fspath(fp) == locked:
-                raise denied
-            return real_open(fp, *a, **k)
+        def read_file(path, *a, **k):
+            if os.fspath(path) == locked:
+                raise BadImageError(os_reason(denied))
+            return real_read(path, *a, **k)
 
-        monkeypatch.setattr(PIL.Image, "open", image_open)
+        monkeypatch.setattr(retrieval.images.batches, "read_file", read_file)
 
     engine = make_engine()
     report = engine.index([root])
@@ -642,7 +639,7 @@ def test_cli_bad_query_image_is_one_line_and_exit_2(bundle: Path, bad_dir: Path,
         args, reason = [str(tmp_path / "missing.jpg")], "file not found"
     elif kind == "folder":
         (tmp_path / "a folder").mkdir()
-        args, reason = [str(tmp_path / "a folder")], "directory"
+        args, reason = [str(tmp_path / "a folder")], "is a folder"
     elif kind == "combined":  # an indexed image and a bad one
         indexed = tmp_path / "indexed" / bi.sample_photos(1)[0].name
         args, reason = [str(indexed), str(_bad(bad_dir, "corrupt"))], "not a recognised image format"

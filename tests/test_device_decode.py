@@ -1,6 +1,6 @@
 """Batched JPEG decoding on the model's device, exercised on the CPU.
 
-`--decode device` on the CPU runs the same code as on a GPU (retrieval.device_decode),
+`--decode device` on the CPU runs the same code as on a GPU (retrieval.images.device),
 with torchvision's libjpeg decoder in place of nvJPEG; what nvJPEG alone would do
 (reject a file, run out of memory) is simulated.
 
@@ -22,12 +22,15 @@ import pytest
 import torch
 from PIL import Image
 
-import retrieval.device_decode as device_decode
-import retrieval.ingest
+import retrieval.images.device as device_decode
+import retrieval.images.embedding
 from retrieval.catalog import STATUS_FAILED
-from retrieval.device_decode import check_decode_mode, decodes_on_device, finish_batch
+from retrieval.images.device import decodes_on_device, finish_batch
+from retrieval.options import check_decode_mode
 from retrieval.errors import UnknownNameError
-from retrieval.images import Decoded, DecodeDataset, DecodedBatch, Preprocessor, collate_decoded
+from retrieval.images.batches import Decoded, DecodeDataset, DecodedBatch, collate_decoded
+from retrieval.images.files import FileBytes, content_digest
+from retrieval.images.preprocess import Preprocessor
 
 from .badimages import (
     EXIF_ORIENTATION,
@@ -150,13 +153,13 @@ def test_indexing_with_device_decoding_matches_cpu_decoding(make_engine, monkeyp
     """Engine.add on real Caltech-101 photos: decode='device' stores the vectors decode='cpu' does."""
     paths = caltech_slice(per_class=2, classes=3)
     finished: list[int] = []
-    real_finish = retrieval.ingest.finish_batch
+    real_finish = retrieval.images.embedding.finish_batch
 
     def counting_finish(batch: DecodedBatch, *args: object) -> DecodedBatch:
         finished.append(len(batch.jpegs))
         return real_finish(batch, *args)
 
-    monkeypatch.setattr(retrieval.ingest, "finish_batch", counting_finish)
+    monkeypatch.setattr(retrieval.images.embedding, "finish_batch", counting_finish)
     vectors = {}
     for decode in ("device", "cpu"):
         finished.clear()
@@ -227,9 +230,10 @@ def test_device_decoder_failures_retry_per_file_and_fall_back_to_the_host(
     host_calls: list[int] = []
     dataset = DecodeDataset([str(p) for p in paths], preprocess, jpeg_bytes=True)
 
-    def decode_on_host(i: int) -> Decoded:
+    def decode_on_host(i: int, raw: FileBytes) -> Decoded:
         host_calls.append(i)
-        return dataset.decode_on_host(i)
+        assert raw.data == paths[i].read_bytes() and raw.digest == content_digest(raw.data)  # the bytes rejected
+        return dataset.decode_on_host(i, raw)
 
     batch = finish_batch(collate_decoded([dataset[i] for i in range(len(paths))]), preprocess, CPU, decode_on_host)
     assert calls == [4, 1, 1, 1, 1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.evaluation import RetrievalScores, average_precision, evaluate
+from retrieval.evaluation.metrics import RetrievalScores, average_precision, evaluate
 
 KS = (1, 3, 5, 10, 50)
 

@@ -20,18 +20,20 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from retrieval import Engine, ExtractorMismatchError
-from retrieval.cli import app
+from retrieval.options import EngineOptions
+from retrieval.cli.app import app
 from retrieval.errors import RetrievalError
-from retrieval.evaluation import evaluate
+from retrieval.evaluation.metrics import evaluate
 from retrieval.extractors import ExtractorConfig, create_extractor, resolve_extractor
 from retrieval.extractors.autoencoder import DenoisingAutoencoder
 from retrieval.extractors.denoise import Denoiser, DenoisingExtractor
 from retrieval.extractors.triplet import build_triplet_net
-from retrieval.images import load_image
+from retrieval.images.decode import load_image
 from retrieval.training.autoencoder import AutoencoderSettings, train_autoencoder
-from retrieval.training.checkpoint import MODEL_FILE, save_model
+from retrieval.extractors.checkpoint import MODEL_FILE, save_model
 from retrieval.training.corruptions import CorruptionSettings, corrupt, corrupt_image
-from retrieval.training.data import PKSampler, read_image_list, read_labelled
+from retrieval.training.data import PKSampler
+from retrieval.evaluation.labels import read_image_list, read_labelled
 from retrieval.training.loop import EpochRecord
 from retrieval.training.triplet import TripletSettings, train_triplet
 
@@ -242,8 +244,8 @@ def test_index_with_a_checkpoint_then_query_and_refuse_another(checkpoints: tupl
         assert res.exit_code == 2, res.output
         assert "differs from the one this index was built with" in _stderr_line(res)
     with pytest.raises(ExtractorMismatchError):
-        Engine.create(bundle, b, exist_ok=True, device="cpu")
-    with Engine.create(bundle, a, exist_ok=True, device="cpu", workers=0) as engine:  # the same one: fine
+        Engine.create(bundle, b, exist_ok=True, options=EngineOptions(device="cpu"))
+    with Engine.create(bundle, a, exist_ok=True, options=EngineOptions(device="cpu", workers=0)) as engine:  # the same one: fine
         assert len(engine) == 10
 
 
@@ -349,8 +351,8 @@ def test_denoise_moves_noisy_embeddings_towards_the_clean_ones(autoencoder: Path
     c, n, d = extractor.embed_images(clean), extractor.embed_images(noisy), denoising.embed_images(noisy)
     assert float((d * c).sum(1).mean()) > float((n * c).sum(1).mean()) + 0.01
 
-    with Engine.create(tmp_path / "b", extractor, device="cpu", workers=0, denoise=autoencoder,
-                       denoise_at="query") as engine:
+    with Engine.create(tmp_path / "b", extractor, options=EngineOptions(device="cpu", workers=0, denoise=autoencoder,
+                                                                          denoise_at="query")) as engine:
         assert engine.embedder("index") is extractor
         np.testing.assert_allclose(engine.embed(noisy[0]), d[0], atol=1e-5)
         engine.add([str(p) for p in _photos(sample_dir)[:5]])
@@ -381,7 +383,7 @@ def indexed_sample(tmp_path_factory: pytest.TempPathFactory,
     labels and paths; built once for the eval tests, which only read it."""
     root = tmp_path_factory.mktemp("eval")
     photos = shutil.copytree(SAMPLE, root / "photos", ignore=shutil.ignore_patterns("*.md"))
-    with Engine.create(root / "bundle", extractor, device="cpu", workers=0) as engine:
+    with Engine.create(root / "bundle", extractor, options=EngineOptions(device="cpu", workers=0)) as engine:
         engine.index([photos])
         paths = [str(p) for p in _photos(photos)]
         rows = engine.catalog.rows_by_path(paths)
@@ -391,7 +393,7 @@ def indexed_sample(tmp_path_factory: pytest.TempPathFactory,
 
 def test_eval_on_a_labelled_folder_matches_sklearn(indexed_sample) -> None:  # noqa: ANN001
     bundle, sample_dir, vectors, labels, _ = indexed_sample
-    res = runner.invoke(app, ["eval", str(sample_dir), "--index", str(bundle), "--json", "-k", "1", "-k", "4"])
+    res = runner.invoke(app, ["eval", str(sample_dir), "-i", str(bundle), "--json", "-k", "1", "-k", "4"])
     assert res.exit_code == 0, res.output
     got = json.loads(res.stdout)
     assert got["leave_one_out"] and (got["gallery"], got["queries_scored"]) == (50, 50)
@@ -403,7 +405,7 @@ def test_eval_on_a_labelled_folder_matches_sklearn(indexed_sample) -> None:  # n
     assert got["precision_at"]["4"] == pytest.approx(hits.mean(), abs=1e-6)
     assert got["recall_at"]["4"] == pytest.approx((hits.sum(1) / 4).mean(), abs=1e-6)  # 4 relevant per query
 
-    table = runner.invoke(app, ["eval", str(sample_dir), "--index", str(bundle)])
+    table = runner.invoke(app, ["eval", str(sample_dir), "-i", str(bundle)])
     assert table.exit_code == 0 and "mAP" in table.stdout and "P@10" in table.stdout
 
 
@@ -413,7 +415,7 @@ def test_eval_with_query_and_gallery_lists(indexed_sample, tmp_path: Path, extra
     (tmp_path / "q.txt").write_text("\n".join(queries))  # labels from the parent folders
     (tmp_path / "g.csv").write_text("path,label\n" + "\n".join(f"{p},{Path(p).parent.name}" for p in gallery))
     res = runner.invoke(app, ["eval", "--queries", str(tmp_path / "q.txt"), "--gallery", str(tmp_path / "g.csv"),
-                              "--index", str(bundle), "--json"])
+                              "-i", str(bundle), "--json"])
     assert res.exit_code == 0, res.output
     got = json.loads(res.stdout)
     assert (got["queries"], got["gallery"], got["leave_one_out"]) == (10, 40, False)  # only the listed gallery

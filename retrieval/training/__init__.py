@@ -1,17 +1,13 @@
 """Training extractors: triplet-loss fine-tuning and denoising autoencoders.
 
-Modules, each importable on its own:
-
-- ``data``: labelled image sets (a folder of class folders, or a CSV), splits, P x K batches.
+- ``data``: the P x K batches triplet mining needs (labelled sets: :mod:`retrieval.evaluation.labels`).
 - ``augment``: the random crops, flips and colour changes of triplet training.
-- ``corruptions``: Gaussian noise, salt-and-pepper, JPEG artefacts and blur.
-- ``checkpoint``: the on-disk format (safetensors weights plus a JSON config) and resume state.
-- ``loop``: the epoch loop both trainers share (validate, keep the best, resume).
+- ``corruptions``: Gaussian noise, salt-and-pepper, JPEG artefacts and blur (a registry).
+- ``loop``: what both trainers share: the seed rule, the optimisation step, the epoch loop
+  (validate, keep the best, resume).
 - ``triplet``: fine-tuning a trunk plus projection head with a triplet margin loss.
 - ``autoencoder``: training the denoising autoencoder.
-- ``evaluate``: retrieval quality of an index on labelled images (``retrieve eval``).
 
-Nothing is imported here on purpose: the extractors read checkpoints through
-``retrieval.training.checkpoint``, and the trainers build extractors' networks, so an
-eager import in this file would make the two packages import each other.
+What the trainers write is an extractor checkpoint (:mod:`retrieval.extractors.checkpoint`);
+training depends on extractors, never the other way round.
 """

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from ..images import Preprocessor
+from ..images.preprocess import Preprocessor
 
 __all__ = ["Augment"]
 
@@ -35,7 +35,7 @@ class Augment:
     jitter: float = 0.3
 
     @property
-    def image_size(self) -> int:  # read by DecodeDataset for JPEG draft decoding
+    def image_size(self) -> int:  # read by DecodeDataset: JPEG draft decoding, reducing large images
         return self.preprocess.image_size
 
     def __call__(self, img: Image.Image) -> tuple[np.ndarray, int, int]:

@@ -20,13 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import RetrievalError
+from ..evaluation.labels import read_images
 from ..extractors.autoencoder import DenoisingAutoencoder
-from ..extractors.base import resolve_device
-from ..extractors.bottleneck import autocast, resolve_precision
-from ..images import Preprocessor, default_workers
+from ..images.batches import default_workers
+from ..images.embedding import EmbedLoop
+from ..images.preprocess import Preprocessor
+from ..options import Progress, autocast, resolve_device, resolve_precision
 from .corruptions import CorruptionSettings, random_corruption
-from .data import decoded_batches, read_images
-from .loop import OnEpoch, Progress, TrainResult, cosine_decay, fit
+from .loop import OnEpoch, Stepper, TrainResult, fit, seed_everything
 
 __all__ = ["AutoencoderSettings", "train_autoencoder", "psnr"]
 
@@ -93,15 +94,12 @@ def train_autoencoder(data: str | os.PathLike[str] | list[str], out: str | os.Pa
     val_clean = val_set.patches(settings.val_patches, settings.patch, val_gen)
     val_noisy = random_corruption(val_clean, settings.corruptions, val_gen)
 
-    torch.manual_seed(settings.seed)  # the initial weights: a resumed run's first part is the same run
+    seed_everything(settings.seed)  # the initial weights: a resumed run's first part is the same run
     model = DenoisingAutoencoder(settings.width, settings.levels).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     total = settings.epochs * settings.steps_per_epoch
-    scheduler = cosine_decay(optimizer, total)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    stepper = Stepper(torch.optim.Adam(model.parameters(), lr=settings.lr), total, device, precision)
 
-    def train_epoch(epoch: int) -> float:
-        gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
+    def train_epoch(epoch: int, gen: torch.Generator) -> float:
         total_loss = 0.0
         for step in range(1, settings.steps_per_epoch + 1):
             clean = train_set.patches(settings.batch_size, settings.patch, gen)
@@ -109,11 +107,7 @@ def train_autoencoder(data: str | os.PathLike[str] | list[str], out: str | os.Pa
             with autocast(device, precision):
                 output = model(noisy.to(device, non_blocking=True))
             loss = F.mse_loss(output.float(), clean.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            stepper.step(loss)
             total_loss += float(loss.detach())
             if progress:
                 progress("training", (epoch - 1) * settings.steps_per_epoch + step, total)
@@ -137,7 +131,7 @@ def train_autoencoder(data: str | os.PathLike[str] | list[str], out: str | os.Pa
         "data": {"images": len(paths), "train": len(train_set.pixels), "validation": len(val_set.pixels),
                  "corrupted_psnr": round(corrupted_psnr, 3)},
     }
-    return fit(net=model, optimizer=optimizer, scheduler=scheduler, out=Path(out),
+    return fit(net=model, stepper=stepper, out=Path(out),
                settings={**asdict(settings), "data": {"images": len(paths)}}, describe=describe,
                train_epoch=train_epoch, validate=validate, resume=resume, on_epoch=on_epoch)
 
@@ -159,20 +153,15 @@ class _Canvases:
     @classmethod
     def load(cls, paths: list[str], pre: Preprocessor, workers: int, progress: Progress | None,
              phase: str) -> _Canvases:
-        pixels, heights, widths, done = [], [], [], 0
-        for batch in decoded_batches(paths, pre, 32, workers):
-            pixels.append(batch.pixels)
-            heights.append(batch.heights)
-            widths.append(batch.widths)
-            for item in batch.failures:
-                log.warning("skipping %s: %s", paths[item.index], item.error)
-            done += len(batch.indices) + len(batch.failures)
-            if progress:
-                progress(phase, done, len(paths))
-        kept = [p for p in pixels if len(p)]
+        """The canvases of the images that decode; the others are logged and left out."""
+        loop = EmbedLoop(paths, pre, lambda batch: batch.pixels, batch_size=32, workers=workers,
+                         progress=progress, phase=phase)
+        kept = [(pixels, batch.heights, batch.widths) for batch, pixels in loop if pixels is not None]
+        for i, why in loop.failures:
+            log.warning("skipping %s: %s", paths[i], why)
         if not kept:
             raise RetrievalError(f"no image could be decoded ({phase})")
-        return cls(torch.cat(kept), torch.cat(heights), torch.cat(widths))
+        return cls(*(torch.cat(part) for part in zip(*kept)))
 
     def patches(self, n: int, side: int, gen: torch.Generator) -> torch.Tensor:
         """(n, 3, side, side) floats in [0, 1]: random crops, mostly inside the real image."""

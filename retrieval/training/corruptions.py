@@ -10,18 +10,56 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from ..errors import RetrievalError, UnknownNameError
+from ..errors import RetrievalError
+from ..registry import Param, Registry
 
 __all__ = ["CORRUPTIONS", "CorruptionSettings", "corrupt", "corrupt_image", "random_corruption"]
 
-CORRUPTIONS = ("gaussian", "salt_pepper", "jpeg", "blur")
+CORRUPTIONS: Registry[torch.Tensor] = Registry("corruption")
+"""Each kind is registered as f(x, gen, level=...) -> a corrupted copy of `x`, with its
+level declared (type and range): :func:`corrupt` checks the level before applying it."""
+
+
+@CORRUPTIONS.register("gaussian", params={"level": Param(float, low=0.0, high=1.0, help="sigma, 0-to-1 pixels")},
+                      help="additive Gaussian noise")
+def _gaussian(x: torch.Tensor, gen: torch.Generator | None, level: float) -> torch.Tensor:
+    noise = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
+    return (x + level * noise).clamp(0.0, 1.0)
+
+
+@CORRUPTIONS.register("salt_pepper", params={"level": Param(float, low=0.0, high=1.0, help="fraction of pixels")},
+                      help="pixels set to black or white")
+def _salt_pepper(x: torch.Tensor, gen: torch.Generator | None, level: float) -> torch.Tensor:
+    n, _, h, w = x.shape
+    u = torch.rand((n, 1, h, w), generator=gen, device=x.device)
+    out = torch.where(u < level / 2, torch.zeros_like(x), x)  # pepper
+    return torch.where((u >= level / 2) & (u < level), torch.ones_like(x), out)  # salt
+
+
+@CORRUPTIONS.register("jpeg", params={"level": Param(float, low=1.0, high=100.0, help="JPEG quality (100: none)")},
+                      help="JPEG compression artefacts")
+def _jpeg_artefacts(x: torch.Tensor, gen: torch.Generator | None, level: float) -> torch.Tensor:
+    return torch.stack([_jpeg(img, int(round(level))) for img in x]) if level < 100 else x.clone()
+
+
+@CORRUPTIONS.register("blur", params={"level": Param(float, low=0.0, high=10.0, help="sigma in pixels")},
+                      help="Gaussian blur")
+def _blur(x: torch.Tensor, gen: torch.Generator | None, level: float) -> torch.Tensor:
+    if level <= 0:
+        return x.clone()
+    radius = max(1, math.ceil(3 * level))
+    return TF.gaussian_blur(x, kernel_size=[2 * radius + 1] * 2, sigma=[level, level])
+
+
+_KIND = {"noise_sigma": "gaussian", "salt_pepper": "salt_pepper", "jpeg_quality": "jpeg", "blur_sigma": "blur"}
+"""Each setting of :class:`CorruptionSettings` is the level of this kind."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +67,8 @@ class CorruptionSettings:
     """The strongest corruption of each kind that training draws; 0 (100 for JPEG) turns it off.
 
     Training draws a kind among those on, then a level between none and this maximum,
-    so the autoencoder also learns to leave clean images alone.
+    so the autoencoder also learns to leave clean images alone. Each field is the level
+    of one kind (``_KIND``), checked against that kind's declared range.
     """
 
     noise_sigma: float = 0.2  # Gaussian noise standard deviation, 0-to-1 scale
@@ -38,10 +77,8 @@ class CorruptionSettings:
     blur_sigma: float = 1.5  # Gaussian blur standard deviation in pixels
 
     def __post_init__(self) -> None:
-        if not (0 <= self.noise_sigma <= 1 and 0 <= self.salt_pepper <= 1 and 1 <= self.jpeg_quality <= 100
-                and 0 <= self.blur_sigma <= 10):
-            raise RetrievalError("corruption levels out of range: noise sigma and salt-and-pepper 0 to 1, "
-                                 "JPEG quality 1 to 100, blur sigma 0 to 10")
+        for f in fields(self):
+            CORRUPTIONS.entry(_KIND[f.name]).params["level"].coerce("corruption setting", f.name, getattr(self, f.name))
         if not self.enabled():
             raise RetrievalError("every corruption is turned off: the autoencoder would have nothing to learn")
 
@@ -54,30 +91,19 @@ class CorruptionSettings:
         return [(k, lo, hi) for k, lo, hi, on in kinds if on]
 
 
+
 def corrupt(x: torch.Tensor, kind: str, level: float, gen: torch.Generator | None = None) -> torch.Tensor:
     """A corrupted copy of `x` ((N, 3, H, W) floats in [0, 1]); level 0 is a plain copy.
 
     Args:
-        kind: gaussian (level = sigma), salt_pepper (level = fraction of pixels),
-            jpeg (level = quality, 1 to 100), blur (level = sigma in pixels).
+        kind: a name in :data:`CORRUPTIONS`: gaussian (level = sigma), salt_pepper
+            (level = fraction of pixels), jpeg (level = quality, 1 to 100), blur
+            (level = sigma in pixels).
+
+    Raises:
+        UnknownNameError: an unknown kind. RetrievalError: a level outside its range.
     """
-    if kind == "gaussian":
-        noise = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
-        return (x + level * noise).clamp(0.0, 1.0)
-    if kind == "salt_pepper":
-        n, _, h, w = x.shape
-        u = torch.rand((n, 1, h, w), generator=gen, device=x.device)
-        out = x.clone()
-        out = torch.where(u < level / 2, torch.zeros_like(x), out)  # pepper
-        return torch.where((u >= level / 2) & (u < level), torch.ones_like(x), out)  # salt
-    if kind == "jpeg":
-        return torch.stack([_jpeg(img, int(round(level))) for img in x]) if level < 100 else x.clone()
-    if kind == "blur":
-        if level <= 0:
-            return x.clone()
-        radius = max(1, math.ceil(3 * level))
-        return TF.gaussian_blur(x, kernel_size=[2 * radius + 1] * 2, sigma=[level, level])
-    raise UnknownNameError(f"unknown corruption {kind!r}; choose {', '.join(CORRUPTIONS)}")
+    return CORRUPTIONS.create(kind, {"level": level}, x, gen)
 
 
 def _jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:

@@ -1,157 +1,16 @@
-"""Labelled image sets and the P x K batches triplet mining needs.
-
-A labelled set comes from a folder with one subfolder per class, or from a CSV of
-``path,label`` lines (the label may be left out: the file's parent folder names it).
-Bad input fails here, before any model is built, with a message that says what to fix.
-"""
+"""The P x K batches triplet mining needs (labelled sets themselves live in
+:mod:`retrieval.evaluation.labels`)."""
 
 from __future__ import annotations
 
-import csv
-import logging
-import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ..errors import RetrievalError
-from .augment import Augment
-from ..images import DecodeDataset, DecodedBatch, Preprocessor, decode_loader, discover, is_image_path
+from .loop import epoch_seed
 
-__all__ = ["LabelledImages", "read_labelled", "read_image_list", "read_images", "PKSampler", "decoded_batches"]
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LabelledImages:
-    """Image paths (absolute) and their class labels, in a fixed order."""
-
-    paths: tuple[str, ...]
-    labels: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    @property
-    def classes(self) -> list[str]:
-        return sorted(set(self.labels))
-
-    def subset(self, indices: Sequence[int]) -> LabelledImages:
-        return LabelledImages(tuple(self.paths[i] for i in indices), tuple(self.labels[i] for i in indices))
-
-    def split(self, fraction: float, seed: int = 0) -> tuple[LabelledImages, LabelledImages]:
-        """(train, validation): `fraction` of each class held out, at least one image of
-        every class that has three or more, so validation covers the classes training sees.
-
-        The choice depends only on `seed` and the set, so a resumed run splits the same way.
-        """
-        if not 0.0 <= fraction < 1.0:
-            raise RetrievalError(f"validation fraction {fraction} out of range (0 to below 1)")
-        gen = torch.Generator().manual_seed(seed)
-        held: list[int] = []
-        for label in self.classes:
-            members = [i for i, lab in enumerate(self.labels) if lab == label]
-            n = round(len(members) * fraction)
-            if fraction > 0 and n == 0 and len(members) >= 3:
-                n = 1
-            order = torch.randperm(len(members), generator=gen).tolist()
-            held += [members[o] for o in order[:n]]
-        held_set = set(held)
-        return (self.subset([i for i in range(len(self)) if i not in held_set]), self.subset(sorted(held)))
-
-    def require_classes(self, minimum: int = 2, per_class: int = 2) -> None:
-        """Raise unless `minimum` classes have `per_class` images each (triplets need both)."""
-        counts = {c: self.labels.count(c) for c in self.classes}
-        usable = [c for c, n in counts.items() if n >= per_class]
-        if len(usable) < minimum:
-            have = ", ".join(f"{c} ({n})" for c, n in sorted(counts.items())[:5]) or "none"
-            raise RetrievalError(
-                f"need at least {minimum} classes with {per_class}+ images each; found {len(usable)} "
-                f"(classes: {have}). Put each class's images in its own subfolder, or give a CSV of path,label"
-            )
-
-
-def read_labelled(source: str | os.PathLike[str]) -> LabelledImages:
-    """A folder of class folders (labels = subfolder names) or a CSV of ``path[,label]``.
-
-    Raises:
-        RetrievalError: the source is missing, holds no images, or a CSV names missing files.
-    """
-    src = Path(source)
-    if src.is_file():
-        return read_image_list(src)
-    if not src.is_dir():
-        raise RetrievalError(f"training data not found: {src} (give a folder of class folders or a CSV)")
-    root = Path(os.path.abspath(src))
-    paths, labels = [], []
-    for path in discover([root]):
-        rel = path.relative_to(root)
-        if len(rel.parts) < 2:
-            log.warning("ignoring %s: not inside a class folder", path)
-            continue
-        paths.append(str(path))
-        labels.append(rel.parts[0])
-    if not paths:
-        raise RetrievalError(f"no images in class folders below {src} (expected {src}/CLASS/IMAGE.jpg)")
-    return LabelledImages(tuple(paths), tuple(labels))
-
-
-def read_images(source: str | os.PathLike[str]) -> list[str]:
-    """Every image below a folder (labels are not needed), or those a list names.
-
-    Raises:
-        RetrievalError: the source is missing or holds no images.
-    """
-    src = Path(source)
-    if src.is_file():
-        return list(read_image_list(src).paths)
-    if not src.is_dir():
-        raise RetrievalError(f"training data not found: {src} (give a folder of images or a list of paths)")
-    paths = [str(p) for p in discover([src])]
-    if not paths:
-        raise RetrievalError(f"no images below {src}")
-    return paths
-
-
-def read_image_list(path: str | os.PathLike[str]) -> LabelledImages:
-    """Lines of ``path[,label]``; relative paths are taken from the list's folder.
-
-    A first line ``path,label`` is a header and skipped; a missing label is the name of
-    the image's parent folder.
-
-    Raises:
-        RetrievalError: the list is missing or empty, or names files that do not exist.
-    """
-    listing = Path(path)
-    if not listing.is_file():
-        raise RetrievalError(f"image list not found: {listing}")
-    paths, labels, missing = [], [], []
-    with open(listing, newline="", encoding="utf-8") as f:
-        for line_no, row in enumerate(csv.reader(f), start=1):
-            row = [cell.strip() for cell in row]
-            if not row or not row[0] or row[0].startswith("#"):
-                continue
-            if line_no == 1 and row[0].lower() == "path":
-                continue
-            image = Path(os.path.expanduser(row[0]))
-            image = image if image.is_absolute() else listing.parent / image
-            if not image.is_file():
-                missing.append((line_no, row[0]))
-                continue
-            if not is_image_path(image):
-                raise RetrievalError(f"{listing}, line {line_no}: {row[0]} is not an image file name")
-            paths.append(os.path.abspath(image))
-            labels.append(row[1] if len(row) > 1 and row[1] else image.parent.name)
-    if missing:
-        line_no, name = missing[0]
-        raise RetrievalError(f"{listing}: {len(missing)} listed file(s) do not exist, "
-                             f"first {name!r} on line {line_no}")
-    if not paths:
-        raise RetrievalError(f"{listing} lists no images")
-    return LabelledImages(tuple(paths), tuple(labels))
+__all__ = ["PKSampler"]
 
 
 class PKSampler(torch.utils.data.Sampler[list[int]]):
@@ -182,7 +41,7 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
         return self.batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         sizes = torch.tensor([len(g) for g in self.groups], dtype=torch.float)
         for _ in range(self.batches):
             chosen = torch.multinomial(sizes, self.p, replacement=False, generator=gen).tolist()
@@ -195,17 +54,3 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
                     picks = torch.randint(len(group), (self.k,), generator=gen)
                 batch += [group[j] for j in picks.tolist()]
             yield batch
-
-
-def decoded_batches(paths: Sequence[str], preprocess: Preprocessor | Augment,
-                    batch_size: int, workers: int, pin: bool = False,
-                    batch_sampler: torch.utils.data.Sampler[list[int]] | None = None) -> Iterator[DecodedBatch]:
-    """Decode and preprocess files in loader workers, in batches; bad files come back as
-    each batch's failures rather than stopping the run.
-
-    `preprocess` is the extractor's :class:`Preprocessor` or anything shaped like it (an
-    :class:`~retrieval.training.augment.Augment`); `batch_sampler` replaces plain
-    consecutive batches (P x K batches for triplet training).
-    """
-    dataset = DecodeDataset(list(paths), preprocess)  # type: ignore[arg-type]  # an Augment is Preprocessor-shaped
-    yield from decode_loader(dataset, workers, pin, batch_size, batch_sampler)

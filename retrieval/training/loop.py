@@ -1,10 +1,12 @@
-"""The epoch loop both trainers share: validate, keep the best, save, resume.
+"""What both trainers share: the seed rule, the optimisation step, and the epoch loop
+(validate, keep the best, save, resume).
 
 Epoch 0 is the untrained model's validation score, saved as the first "best", so a
 checkpoint always exists and a run that does not improve says so. After every epoch
 the latest state is saved for ``--resume``; the best one is written only when the
 validation score beats it. Randomness is reseeded from (seed, epoch) at the start of
-each epoch, so a resumed run continues exactly as an uninterrupted one would.
+each epoch (:func:`seed_everything`), so a resumed run continues exactly as an
+uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -12,23 +14,25 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..errors import RetrievalError
-from .checkpoint import MODEL_FILE, has_resume, load_resume, save_model, save_resume, write_config
+from ..extractors.checkpoint import MODEL_FILE, has_resume, load_resume, save_model, save_resume, write_config
 
-__all__ = ["EpochRecord", "TrainResult", "fit", "cosine_decay", "Progress", "OnEpoch", "FREE_SETTINGS"]
+__all__ = ["EpochRecord", "TrainResult", "Stepper", "fit", "cosine_decay", "epoch_seed", "seed_everything",
+           "OnEpoch", "FREE_SETTINGS"]
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int], None]
 
 # Settings a resumed run may change: they do not alter what is learned.
 FREE_SETTINGS = frozenset({"epochs", "workers", "device", "precision"})
@@ -80,18 +84,63 @@ def cosine_decay(optimizer: torch.optim.Optimizer, total: int) -> torch.optim.lr
         optimizer, lambda step: 0.05 + 0.475 * (1 + math.cos(math.pi * min(step, total) / total)))
 
 
-def fit(*, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-        out: str | Path, settings: dict[str, Any], describe: dict[str, Any],
-        train_epoch: Callable[[int], float], validate: Callable[[], float],
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The one seed rule: every random stream of `epoch` (0: the run's start, before
+    training) derives from this value, which depends on nothing but the settings."""
+    return seed * 1_000_003 + epoch
+
+
+def seed_everything(seed: int, epoch: int = 0) -> torch.Generator:
+    """Seed torch, numpy and Python's `random` for `epoch` of a run, and return a fresh
+    generator with the same seed for the epoch's own draws (batches, views, patches).
+
+    Seeding torch's global generator also fixes the loaders: a DataLoader draws the base
+    seed of its workers (whose augmentations use torch's generator) from it.
+    """
+    value = epoch_seed(seed, epoch)
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
+    return torch.Generator().manual_seed(value)
+
+
+class Stepper:
+    """The optimisation step both trainers take.
+
+    A step zeroes the gradients, back-propagates (through a gradient scaler in fp16, where
+    small gradients would underflow), steps the optimiser and advances the cosine schedule
+    (:func:`cosine_decay` over `total_steps`). A loss without a gradient (no triplet mined
+    in a batch) only advances the schedule, so every run takes the same schedule.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, device: torch.device,
+                 precision: str) -> None:
+        self.optimizer = optimizer
+        self.scheduler = cosine_decay(optimizer, total_steps)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One step on `loss`, computed (under the trainer's autocast) since the last step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        self.scheduler.step()
+
+
+def fit(*, net: nn.Module, stepper: Stepper, out: str | Path, settings: dict[str, Any], describe: dict[str, Any],
+        train_epoch: Callable[[int, torch.Generator], float], validate: Callable[[], float],
         resume: bool = False, on_epoch: OnEpoch | None = None) -> TrainResult:
     """Train `net` for ``settings["epochs"]`` epochs, keeping the best by `validate`.
 
     Args:
+        stepper: the optimiser and schedule, whose state is saved for a resume.
         settings: the trainer's resolved settings (JSON-serialisable); a resumed run must
             match them except for FREE_SETTINGS.
         describe: the checkpoint config's kind, model and extractor sections.
-        train_epoch: runs epoch `n` (1-based), stepping `optimizer` and `scheduler`;
-            returns the mean loss.
+        train_epoch: runs epoch `n` (1-based) with the epoch's generator (after
+            :func:`seed_everything`), stepping `stepper`; returns the mean loss.
         validate: the validation score of `net` as it is now (higher is better).
 
     Raises:
@@ -101,6 +150,7 @@ def fit(*, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.op
     out = Path(out)
     epochs = int(settings["epochs"])
     seed = int(settings.get("seed", 0))
+    optimizer, scheduler = stepper.optimizer, stepper.scheduler
     if resume:
         result, state = _resume(out, net, optimizer, scheduler, settings)
         net.load_state_dict(state)
@@ -117,8 +167,7 @@ def fit(*, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.op
             on_epoch(result.history[0])
     for epoch in range(result.epochs + 1, epochs + 1):
         start = time.perf_counter()
-        torch.manual_seed(seed * 1_000_003 + epoch)
-        loss = train_epoch(epoch)
+        loss = train_epoch(epoch, seed_everything(seed, epoch))
         score = validate()
         record = EpochRecord(epoch, loss, score, time.perf_counter() - start)
         result.history.append(record)

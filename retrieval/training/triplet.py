@@ -19,22 +19,24 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import RetrievalError, UnknownNameError
-from ..evaluation import evaluate
+from ..evaluation.labels import LabelledImages, read_labelled
+from ..evaluation.metrics import evaluate
 from ..extractors.backbones import DEFAULT_BACKBONE
-from ..extractors.base import resolve_device
-from ..extractors.bottleneck import autocast, resolve_precision
 from ..extractors.triplet import TripletNet, build_triplet_net
-from ..images import Preprocessor, default_workers
+from ..images.batches import DecodedBatch, default_workers
+from ..images.embedding import EmbedLoop
+from ..images.preprocess import CanvasMaker, Preprocessor
+from ..options import Progress, autocast, resolve_device, resolve_precision
 from .augment import Augment
-from .data import LabelledImages, PKSampler, decoded_batches, read_labelled
-from .loop import OnEpoch, Progress, TrainResult, cosine_decay, fit
+from .data import PKSampler
+from .loop import OnEpoch, Stepper, TrainResult, fit, seed_everything
 
 __all__ = ["MINING", "TripletSettings", "train_triplet"]
 
@@ -115,16 +117,14 @@ def train_triplet(data: LabelledImages | str | os.PathLike[str], out: str | os.P
     run = _Runner(net, device, precision, settings.batch_size, workers, progress)
     pre = Preprocessor(settings.image_size, settings.resize, trunk.interpolation)
 
-    torch.manual_seed(settings.seed)  # the cached views' augmentations: the same again on resume
+    seed_everything(settings.seed)  # the cached views' augmentations: the same again on resume
     val_x = run.prefixes(val.paths, pre, "validation")
-    if settings.cache_views:
-        views = [run.prefixes(train.paths, pre if v == 0 else Augment(pre), f"view {v + 1}/{settings.cache_views}")
-                 for v in range(settings.cache_views)]
-        ok = [i for i in range(len(train)) if all(x.valid[i] for x in views)]
-    else:
-        ok = list(range(len(train)))  # files that fail to decode drop out of their batches
+    views = [run.prefixes(train.paths, pre if v == 0 else Augment(pre), f"view {v + 1}/{settings.cache_views}")
+             for v in range(settings.cache_views)]
+    # Without cached views, files that fail to decode drop out of their batches instead.
+    ok = [i for i in range(len(train)) if all(x.valid[i] for x in views)]
     if not resume:
-        clean = views[0] if settings.cache_views else run.prefixes(train.paths, pre, "head init")
+        clean = views[0] if views else run.prefixes(train.paths, pre, "head init")
         net.init_head(run.descriptors(clean, [i for i in range(len(train)) if clean.valid[i]]).cpu())
         del clean
 
@@ -136,14 +136,12 @@ def train_triplet(data: LabelledImages | str | os.PathLike[str], out: str | os.P
         {"params": [*net.head.parameters(), *net.pooling.parameters()], "lr": settings.head_lr},
     ], weight_decay=settings.weight_decay)
     total = settings.epochs * len(sampler)
-    scheduler = cosine_decay(optimizer, total)
+    stepper = Stepper(optimizer, total, device, precision)
     loss_fn, miner = _loss_and_miner(settings.margin, settings.mining)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
-    def train_epoch(epoch: int) -> float:
+    def train_epoch(epoch: int, gen: torch.Generator) -> float:
         sampler.set_epoch(epoch)
-        gen = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
-        steps = _cached_steps(views, sampler, ok, gen) if settings.cache_views else \
+        steps = _cached_steps(views, sampler, ok, gen) if views else \
             _fresh_steps(run, train.paths, Augment(pre), _Mapped(sampler, ok))
         total_loss, n = 0.0, 0
         for step, (x, heights, widths, idx) in enumerate(steps, 1):
@@ -152,12 +150,7 @@ def train_triplet(data: LabelledImages | str | os.PathLike[str], out: str | os.P
                 emb = net.suffix(x.to(device, non_blocking=True).float(), heights.to(device), widths.to(device))
             emb = emb.float()
             loss = loss_fn(emb, y, miner(emb, y))
-            optimizer.zero_grad(set_to_none=True)
-            if loss.requires_grad:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            scheduler.step()
+            stepper.step(loss)
             total_loss, n = total_loss + float(loss.detach()), n + 1
             if progress:
                 progress("training", (epoch - 1) * len(sampler) + step, total)
@@ -175,7 +168,7 @@ def train_triplet(data: LabelledImages | str | os.PathLike[str], out: str | os.P
                       "image_size": settings.embed_size, "resize": settings.resize},
         "data": {"images": len(images), "classes": len(images.classes), "train": len(train), "validation": len(val)},
     }
-    return fit(net=net, optimizer=optimizer, scheduler=scheduler, out=Path(out),
+    return fit(net=net, stepper=stepper, out=Path(out),
                settings={**asdict(settings), "data": _fingerprint(images)}, describe=describe,
                train_epoch=train_epoch, validate=validate, resume=resume, on_epoch=on_epoch)
 
@@ -202,27 +195,34 @@ class _Runner:
     def autocast(self) -> torch.autocast:
         return autocast(self.device, self.precision)
 
+    def loop(self, paths: Sequence[str], preprocess: CanvasMaker, phase: str, progress: Progress | None = None,
+             batch_sampler: torch.utils.data.Sampler[list[int]] | None = None) -> EmbedLoop[torch.Tensor]:
+        """The frozen prefix over image files, batch by batch; its outputs stay on the device."""
+        return EmbedLoop(paths, preprocess, self._prefix, batch_size=self.batch_size, workers=self.workers,
+                         device=self.device, batch_sampler=batch_sampler, progress=progress, phase=phase)
+
     @torch.no_grad()
-    def prefixes(self, paths: tuple[str, ...], preprocess: Preprocessor | Augment, phase: str) -> _Prefixes:
+    def _prefix(self, batch: DecodedBatch) -> torch.Tensor:
+        with self.autocast():
+            return self.net.prefix(batch.pixels.to(self.device, non_blocking=True))
+
+    def prefixes(self, paths: tuple[str, ...], preprocess: CanvasMaker, phase: str) -> _Prefixes:
+        """The prefix outputs of every image that decodes, kept on the CPU in float16."""
         out: _Prefixes | None = None
-        done = 0
-        for batch in decoded_batches(paths, preprocess, self.batch_size, self.workers, self.device.type == "cuda"):
-            done += len(batch.indices) + len(batch.failures)
-            for item in batch.failures:
-                log.warning("skipping %s: %s", paths[item.index], item.error)
-            if batch.indices:
-                with self.autocast():
-                    x = self.net.prefix(batch.pixels.to(self.device)).to("cpu", torch.float16)
-                if out is None:
-                    n = len(paths)
-                    out = _Prefixes(torch.zeros((n, *x.shape[1:]), dtype=torch.float16),
-                                    torch.ones(n, dtype=torch.int64), torch.ones(n, dtype=torch.int64), [False] * n)
-                idx = torch.tensor(batch.indices)
-                out.x[idx], out.heights[idx], out.widths[idx] = x, batch.heights, batch.widths
-                for i in batch.indices:
-                    out.valid[i] = True
-            if self.progress:
-                self.progress(phase, done, len(paths))
+        loop = self.loop(paths, preprocess, phase, self.progress)
+        for batch, x in loop:
+            if x is None:
+                continue
+            if out is None:
+                n = len(paths)
+                out = _Prefixes(torch.zeros((n, *x.shape[1:]), dtype=torch.float16),
+                                torch.ones(n, dtype=torch.int64), torch.ones(n, dtype=torch.int64), [False] * n)
+            idx = torch.tensor(batch.indices)
+            out.x[idx], out.heights[idx], out.widths[idx] = x.to("cpu", torch.float16), batch.heights, batch.widths
+            for i in batch.indices:
+                out.valid[i] = True
+        for i, why in loop.failures:
+            log.warning("skipping %s: %s", paths[i], why)
         if out is None:
             raise RetrievalError(f"no image could be decoded ({phase})")
         return out
@@ -259,14 +259,11 @@ def _cached_steps(views: list[_Prefixes], sampler: PKSampler, ok: list[int], gen
 
 def _fresh_steps(run: _Runner, paths: tuple[str, ...], augment: Augment,
                  batch_sampler: torch.utils.data.Sampler[list[int]]) -> Iterator[Step]:
-    """Decode and augment each P x K batch anew and run the frozen prefix on it."""
-    for batch in decoded_batches(paths, augment, run.batch_size, run.workers, run.device.type == "cuda",
-                                 batch_sampler=batch_sampler):
-        if len(batch.indices) < 2:
-            continue
-        with torch.no_grad(), run.autocast():
-            x = run.net.prefix(batch.pixels.to(run.device, non_blocking=True))
-        yield x, batch.heights, batch.widths, batch.indices
+    """Decode and augment each P x K batch anew and run the frozen prefix on it; a batch
+    left with fewer than two images (the rest failed to decode) has no triplet."""
+    for batch, x in run.loop(paths, augment, "training", batch_sampler=batch_sampler):
+        if x is not None and len(batch.indices) >= 2:
+            yield x, batch.heights, batch.widths, batch.indices
 
 
 class _Mapped(torch.utils.data.Sampler[list[int]]):

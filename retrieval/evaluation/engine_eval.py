@@ -20,10 +20,12 @@ import numpy as np
 from ..catalog import STATUS_OK
 from ..engine import Engine
 from ..errors import RetrievalError
-from ..evaluation import RetrievalScores, evaluate
 from ..extractors import Extractor
-from .data import LabelledImages, decoded_batches
-from .loop import Progress
+from ..images.batches import default_workers
+from ..images.embedding import EmbedLoop
+from ..options import Progress
+from .labels import LabelledImages
+from .metrics import RetrievalScores, evaluate
 
 __all__ = ["EvalReport", "evaluate_engine", "embed_files"]
 
@@ -77,8 +79,8 @@ def evaluate_engine(engine: Engine, gallery: LabelledImages, queries: LabelledIm
         id_of = {gallery.paths[i]: g for i, g in zip(kept, g_ids)}
         own = [i for i, p in enumerate(queries.paths) if p in id_of]  # reuse: left out of their own ranking
         new = [i for i, p in enumerate(queries.paths) if p not in id_of]
-        vecs, ok, bad = embed_files(engine.embedder("query"), [queries.paths[i] for i in new], engine.batch_size,
-                                    engine.workers, progress)
+        vecs, ok, bad = embed_files(engine.embedder("query"), [queries.paths[i] for i in new],
+                                    engine.options.batch_size, default_workers(engine.options.workers), progress)
         failed += bad
         q_vecs = np.concatenate([engine.vectors([id_of[queries.paths[i]] for i in own]) if own else
                                  np.empty((0, g_vecs.shape[1]), np.float32), vecs])
@@ -93,13 +95,13 @@ def evaluate_engine(engine: Engine, gallery: LabelledImages, queries: LabelledIm
 def embed_files(extractor: Extractor, paths: Sequence[str], batch_size: int, workers: int,
                 progress: Progress | None = None) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
     """Embed image files in batches: (vectors, positions in `paths` they belong to, failures)."""
-    vectors, ok, failed, done = [], [], [], 0
-    for batch in decoded_batches(paths, extractor.preprocessor, batch_size, workers, extractor.device.type == "cuda"):
-        if batch.indices:
-            vectors.append(extractor.embed_adaptive(batch.pixels, batch.heights, batch.widths))
+    loop = EmbedLoop(paths, extractor.preprocessor, lambda b: extractor.embed_adaptive(b.pixels, b.heights, b.widths),
+                     batch_size=batch_size, workers=workers, device=extractor.device, progress=progress,
+                     phase="queries")
+    vectors, ok = [], []
+    for batch, vecs in loop:
+        if vecs is not None:
+            vectors.append(vecs)
             ok += batch.indices
-        failed += [(paths[d.index], d.error or "") for d in batch.failures]
-        done += len(batch.indices) + len(batch.failures)
-        if progress:
-            progress("queries", done, len(paths))
+    failed = [(paths[i], why) for i, why in loop.failures]
     return (np.concatenate(vectors) if vectors else np.empty((0, extractor.dim), np.float32)), ok, failed

@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from .errors import UnknownNameError
-from .images import Decoded, DecodedBatch, Preprocessor, collate_decoded
+from ..errors import UnknownNameError
+from ..options import check_decode_mode
+from .batches import Decoded, DecodedBatch, collate_decoded
+from .files import FileBytes
+from .preprocess import Preprocessor
 
-__all__ = ["DECODE_MODES", "check_decode_mode", "decodes_on_device", "decode_jpegs", "finish_batch", "orient", "to_canvases"]
-
-DECODE_MODES = ("auto", "cpu", "device")
+__all__ = ["decodes_on_device", "decode_jpegs", "finish_batch", "orient", "to_canvases"]
 
 # Decoded pixels per decoder call, and float elements per resize call: device memory stays
 # bounded (~0.3 GB and ~0.5 GB) however large the batch or its photos.
@@ -43,13 +44,6 @@ _FLIPS: dict[int, tuple[int, ...]] = {1: (), 2: (-1,), 3: (-2, -1), 4: (-2,), 5:
 # work, and one warning per batch would bury everything else.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
                         category=DeprecationWarning)
-
-
-def check_decode_mode(mode: str) -> str:
-    """The mode, if it is one of DECODE_MODES: a typo fails before any work is done."""
-    if mode not in DECODE_MODES:
-        raise UnknownNameError(f"unknown decode mode {mode!r}; choose {', '.join(DECODE_MODES)}")
-    return mode
 
 
 def decodes_on_device(mode: str, device: torch.device, interpolation: str = "bicubic") -> bool:
@@ -71,12 +65,13 @@ def decodes_on_device(mode: str, device: torch.device, interpolation: str = "bic
 
 
 def finish_batch(batch: DecodedBatch, preprocess: Preprocessor, device: torch.device,
-                 decode_on_host: Callable[[int], Decoded]) -> DecodedBatch:
+                 decode_on_host: Callable[[int, FileBytes], Decoded]) -> DecodedBatch:
     """The batch with its pending JPEGs decoded and every canvas on `device`.
 
     Args:
-        decode_on_host: decodes file `index` with Pillow, giving a canvas or the reason
-            it failed; used for each JPEG the device decoder rejects.
+        decode_on_host: decodes file `index` from its bytes with Pillow, giving a canvas
+            or the reason it failed; used for each JPEG the device decoder rejects (the
+            same bytes, so the hash the worker took still describes what is decoded).
     """
     if not batch.jpegs:
         return batch
@@ -86,7 +81,8 @@ def finish_batch(batch: DecodedBatch, preprocess: Preprocessor, device: torch.de
     for chunk in _chunks(list(zip(batch.jpegs, batch.jpeg_tensors()))):
         images = decode_jpegs([data for _, data in chunk], device)
         upright = [(item, orient(img, item.orientation)) for (item, _), img in zip(chunk, images) if img is not None]
-        rejected += [decode_on_host(item.index) for (item, _), img in zip(chunk, images) if img is None]
+        rejected += [decode_on_host(item.index, _bytes_of(item, data))
+                     for (item, data), img in zip(chunk, images) if img is None]
         if upright:
             pixels, sizes = to_canvases([img for _, img in upright], preprocess)
             canvases.append(pixels)
@@ -101,6 +97,11 @@ def finish_batch(batch: DecodedBatch, preprocess: Preprocessor, device: torch.de
         items=[*(d for b in host for d in b.items), *decoded],
         failures=batch.failures + [d for d in rejected if d.error is not None],
     )
+
+
+def _bytes_of(item: Decoded, data: torch.Tensor) -> FileBytes:
+    """A pending JPEG's bytes as the worker read them, with the facts it took."""
+    return FileBytes(data.numpy().tobytes(), item.size, item.mtime_ns, item.content_hash)
 
 
 def _chunks(pending: list[tuple[Decoded, torch.Tensor]]) -> list[list[tuple[Decoded, torch.Tensor]]]:

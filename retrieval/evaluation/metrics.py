@@ -59,8 +59,7 @@ def evaluate(
     q_lab, g_lab = g_codes[: len(query_labels)], g_codes[len(query_labels):]
     g_ids = np.asarray(gallery_ids) if gallery_ids is not None else None
     q_ids = np.asarray(query_ids) if query_ids is not None else None
-    if g_ids is not None:
-        pos_of_id = {int(i): p for p, i in enumerate(g_ids)}
+    pos_of_id = {int(i): p for p, i in enumerate(g_ids)} if g_ids is not None else {}
     gallery = np.ascontiguousarray(gallery, dtype=np.float32)
     per_label = np.bincount(g_lab, minlength=len(codes))
 

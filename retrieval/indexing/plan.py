@@ -3,21 +3,26 @@
 Mark and sweep over (path, size, mtime): an unchanged file costs one stat; a changed
 one costs a hash; only new content is decoded and embedded. A file whose content is
 already indexed reuses that vector, and a vanished file whose content reappears under
-a new path keeps its id (a move).
+a new path keeps its id (a move). Anything but a regular file within the size limit is
+recorded as failed from its stat, without being opened (a FIFO would block forever).
+
+The hash taken here only decides what changed; what is stored with a new vector is the
+hash of the bytes the decode worker read (see :mod:`.run`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .catalog import STATUS_FAILED, STATUS_OK, Catalog, FileRecord, ImageRow
-from .images import file_digest, is_image_path
+from ..catalog import STATUS_FAILED, STATUS_OK, Catalog, FileRecord, ImageRow
+from ..errors import BadImageError
+from ..images.files import file_digest, is_image_path, os_reason, refusal
+from ..options import Progress
 
 __all__ = ["FileState", "Plan", "plan_sync"]
 
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Plan:
     removals: list[int] = field(default_factory=list)
     removed_paths: list[str] = field(default_factory=list)
     unstorable: list[str] = field(default_factory=list)  # names that are not valid UTF-8 (shown escaped)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) discovery left out
 
 
 def plan_sync(
@@ -52,6 +58,7 @@ def plan_sync(
     existing: dict[str, ImageRow],
     sweep: bool,
     progress: Progress | None = None,
+    skipped: Iterable[tuple[str, str]] = (),
 ) -> Plan:
     """Classify every file against the catalog.
 
@@ -59,8 +66,10 @@ def plan_sync(
         files: absolute paths found now.
         existing: catalog rows that may correspond (those under the indexed roots).
         sweep: when True, rows in `existing` whose file was not found are removed.
+        skipped: (path, reason) of what discovery left out, carried to the report
+            (:func:`~retrieval.images.files.discover`'s `on_skip`).
     """
-    plan = Plan()
+    plan = Plan(skipped=list(skipped))
     changed: list[tuple[FileState, ImageRow | None]] = []
     seen: set[str] = set()
     files = list(dict.fromkeys(files))
@@ -73,13 +82,15 @@ def plan_sync(
         try:
             st = os.stat(path)
         except OSError as e:
-            plan.failed.append(_failed_record(path, row, _os_reason(e)))
+            plan.failed.append(_failed_record(path, row, os_reason(e)))
             continue
         state = FileState(path, st.st_size, st.st_mtime_ns)
         if row is not None and row.size == st.st_size and row.mtime_ns == st.st_mtime_ns:
             plan.unchanged += 1
         elif not is_image_path(path):
             plan.failed.append(_failed_record(path, row, "unsupported file type", state))
+        elif (why := refusal(st)) is not None:
+            plan.failed.append(_failed_record(path, row, why, state))
         else:
             changed.append((state, row))
         if progress and (n % 256 == 0 or n == len(files)):
@@ -91,7 +102,9 @@ def plan_sync(
             state.content_hash = file_digest(state.path)
             hashed.append((state, row))
         except OSError as e:
-            plan.failed.append(_failed_record(state.path, row, _os_reason(e), state))
+            plan.failed.append(_failed_record(state.path, row, os_reason(e), state))
+        except BadImageError as e:  # no longer a regular file, or grew past the limit
+            plan.failed.append(_failed_record(state.path, row, str(e), state))
         if progress:
             progress("hashing", n, len(changed))
 
@@ -142,11 +155,3 @@ def _failed_record(path: str, row: ImageRow | None, reason: str, state: FileStat
     return FileRecord(path=path, content_hash=state.content_hash if state else "",
                       size=state.size if state else 0, mtime_ns=state.mtime_ns if state else 0,
                       status=STATUS_FAILED, error=reason, id=row.id if row else None)
-
-
-def _os_reason(e: OSError) -> str:
-    if isinstance(e, PermissionError):
-        return "permission denied"
-    if isinstance(e, FileNotFoundError):
-        return "file not found (broken link?)"
-    return e.strerror or type(e).__name__

@@ -1,0 +1,123 @@
+"""The one decode -> batch -> embed loop: indexing, evaluation queries and both trainers
+run their model over image files through :class:`EmbedLoop`.
+
+Files are read and decoded in loader workers (:mod:`.batches`), each batch with at least
+one good image goes through the caller's `embed` step, progress is reported per batch and
+failures are kept with their reasons. Two optional hooks make the same loop the indexing
+pipeline: `decode="device"` finishes each batch's JPEGs on the model's device in a helper
+thread, one batch ahead, and `write` runs in a writer thread while the next batch embeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Generic, TypeVar
+
+import torch
+
+from ..options import Progress
+from .batches import DecodeDataset, DecodedBatch, decode_loader
+from .device import decodes_on_device, finish_batch
+from .preprocess import CanvasMaker, Preprocessor
+
+__all__ = ["EmbedLoop"]
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+_CPU = torch.device("cpu")
+
+
+class EmbedLoop(Generic[R]):
+    """Run `embed` over the decoded batches of `paths`; iterate for (batch, output) pairs.
+
+    The output is None for a batch in which no file decoded (its failures still come
+    through). During and after a pass, :attr:`failures` holds (position in `paths`,
+    reason) for every file that could not be read or decoded so far.
+
+    Args:
+        embed: the model step, called with each batch that has good canvases.
+        preprocess: the canvas maker run in the workers (an augmentation for training).
+        device: where the model runs; canvases are pinned for a CUDA device.
+        decode: where JPEGs are decoded (see :func:`~retrieval.images.device.decodes_on_device`);
+            only a plain :class:`Preprocessor`'s canvases can be made on the device.
+        batch_sampler: replaces consecutive batches of `batch_size` (P x K training batches).
+        progress: called as progress(phase, done, total) after each batch.
+        write: called with each batch and its output in a writer thread, at most one
+            call in flight (so memory stays bounded and its errors surface at the next).
+    """
+
+    def __init__(self, paths: Sequence[str], preprocess: CanvasMaker, embed: Callable[[DecodedBatch], R], *,
+                 batch_size: int = 32, workers: int = 0, device: torch.device = _CPU,
+                 decode: str = "cpu", batch_sampler: torch.utils.data.Sampler[list[int]] | None = None,
+                 progress: Progress | None = None, phase: str = "embedding",
+                 write: Callable[[DecodedBatch, R | None], None] | None = None) -> None:
+        self.paths, self.preprocess, self.embed = list(paths), preprocess, embed
+        self.batch_size, self.workers, self.device, self.decode = batch_size, workers, device, decode
+        self.batch_sampler, self.progress, self.phase, self.write = batch_sampler, progress, phase, write
+        self.failures: list[tuple[int, str]] = []
+
+    def __iter__(self) -> Iterator[tuple[DecodedBatch, R | None]]:
+        pre = self.preprocess
+        # The device resizes too, so it needs the plain Preprocessor (its filter and fit).
+        device_pre = pre if isinstance(pre, Preprocessor) and \
+            decodes_on_device(self.decode, self.device, pre.interpolation) else None
+        dataset = DecodeDataset(self.paths, pre, jpeg_bytes=device_pre is not None)
+        loader = decode_loader(dataset, self.workers, self.device.type == "cuda", self.batch_size, self.batch_sampler)
+        batches: Iterable[DecodedBatch] = loader
+        if device_pre is not None:
+            batches = _one_ahead(loader, lambda b: finish_batch(b, device_pre, self.device, dataset.decode_on_host))
+        self.failures, done = [], 0
+        with _writer(self.write) as write:
+            for batch in batches:
+                output = self.embed(batch) if batch.indices else None
+                self.failures += [(d.index, d.error or "") for d in batch.failures]
+                write(batch, output)
+                yield batch, output
+                done += len(batch.indices) + len(batch.failures)
+                if self.progress:
+                    self.progress(self.phase, done, len(self.paths))
+
+    def run(self) -> None:
+        """Go through every batch, for a loop whose `write` hook keeps what it needs."""
+        for _ in self:
+            pass
+
+
+@contextmanager
+def _writer(write: Callable[[DecodedBatch, R | None], None] | None,
+            ) -> Iterator[Callable[[DecodedBatch, R | None], None]]:
+    """A submit function that runs `write` in a writer thread, one call in flight; waits
+    for the last call on exit. Without `write`, submitting does nothing."""
+    if write is None:
+        yield lambda batch, output: None
+        return
+    pending: list[Future[None]] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="batch-writer") as pool:
+        def submit(batch: DecodedBatch, output: R | None) -> None:
+            if pending:
+                pending.pop().result()
+            pending.append(pool.submit(write, batch, output))
+
+        yield submit
+        if pending:
+            pending.pop().result()
+
+
+def _one_ahead(items: Iterable[T], fn: Callable[[T], R]) -> Iterator[R]:
+    """`fn` over `items` in a helper thread, one result ahead of the caller.
+
+    Device decoding of the next batch then overlaps the embedding of this one (both
+    mostly wait on the GPU, outside the GIL), at the cost of one more batch in memory.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="device-decode") as helper:
+        ahead: Future[R] | None = None
+        for item in items:
+            following = helper.submit(fn, item)
+            if ahead is not None:
+                yield ahead.result()
+            ahead = following
+        if ahead is not None:
+            yield ahead.result()

@@ -1,0 +1,147 @@
+"""Carrying out an indexing plan: cheap writes first, then decode and embed in batches.
+
+Decoding runs in loader workers, embedding in this thread, and each batch's commit
+(rows and vectors in one transaction, then the ANN catch-up) in a writer thread while
+the next batch embeds: the :class:`~retrieval.images.embedding.EmbedLoop` with its
+`write` hook. With device decoding (the default on a GPU), workers only read JPEG files
+and a helper thread decodes each batch on the device, one batch ahead. A run killed at
+any point loses at most the batches in flight, and the next run finds the rest to do.
+
+What is stored with a vector describes the bytes that were decoded: the worker hashes
+the buffer it decodes, so a file replaced after the plan hashed it is stored with its
+new content's hash (and the stat taken when it was read), never the old one's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..catalog import STATUS_FAILED, Catalog, FileRecord
+from ..extractors import Extractor
+from ..images.batches import Decoded, DecodedBatch
+from ..images.embedding import EmbedLoop
+from ..options import Progress
+from .plan import Plan
+
+__all__ = ["IndexReport", "execute"]
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did."""
+
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    duplicates: int = 0  # content already indexed under another path: vector reused
+    removed: int = 0
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # left out by discovery (links leading out)
+    removed_paths: list[str] = field(default_factory=list)
+    embedded: int = 0
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added, "updated": self.updated, "moved": self.moved,
+            "duplicates": self.duplicates, "removed": self.removed, "unchanged": self.unchanged,
+            "failed": len(self.failed), "embedded": self.embedded,
+            "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
+            "failures": [{"path": p, "error": e} for p, e in self.failed],
+            "skipped": len(self.skipped), "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped],
+            "removed_paths": self.removed_paths,
+        }
+
+
+def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], after_batch: Callable[[], None],
+            *, batch_size: int, workers: int, metadata: dict[str, Any] | None = None,
+            progress: Progress | None = None, decode: str = "auto") -> IndexReport:
+    """Write what the plan says; `extractor` is called only if something must be embedded.
+
+    `after_batch` runs after every commit (the Engine catches its ANN index up there).
+    `decode` says where JPEGs are decoded (see :func:`~retrieval.images.device.decodes_on_device`).
+    """
+    start = time.perf_counter()
+    report = IndexReport(unchanged=plan.unchanged, removed=len(plan.removals),
+                         removed_paths=plan.removed_paths, moved=len(plan.moves))
+    report.failed = [(r.path, r.error or "") for r in plan.failed]
+    report.failed += [(p, "file name is not valid UTF-8; rename it") for p in plan.unstorable]
+    report.skipped = list(plan.skipped)
+    copies = [rec for rec, _ in plan.copies]
+    sources = catalog.vectors([src for _, src in plan.copies])
+    for rec, src in plan.copies:
+        rec.vector = sources[src]
+    for rec in plan.moves + copies + plan.failed:
+        rec.metadata = metadata
+    report.duplicates = len(copies)
+    if plan.moves or copies or plan.failed or plan.touches:
+        catalog.apply(plan.moves + copies + plan.failed, touches=plan.touches)
+    if plan.embed:
+        _embed(plan, catalog, extractor(), after_batch, batch_size, workers, decode, metadata, progress, report)
+    if plan.removals:
+        catalog.apply(removals=plan.removals)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Callable[[], None],
+           batch_size: int, workers: int, decode: str, metadata: dict[str, Any] | None,
+           progress: Progress | None, report: IndexReport) -> None:
+    """Embed the plan's new contents, committing each batch while the next one embeds."""
+    def commit(batch: DecodedBatch, vectors: np.ndarray | None) -> None:
+        catalog.apply(_records(plan, batch, vectors, metadata, report))
+        after_batch()
+
+    EmbedLoop([s.path for s, _ in plan.embed], extractor.preprocessor,
+              lambda b: extractor.embed_adaptive(b.pixels, b.heights, b.widths),
+              batch_size=batch_size, workers=workers, device=extractor.device, decode=decode,
+              progress=progress, phase="embedding", write=commit).run()
+
+
+def _records(plan: Plan, batch: DecodedBatch, vectors: np.ndarray | None, metadata: dict[str, Any] | None,
+             report: IndexReport) -> list[FileRecord]:
+    """Rows for one embedded batch's files, their twins and its failures (run by the writer)."""
+    records: list[FileRecord] = []
+    for item, vec in zip(batch.items, vectors if vectors is not None else []):
+        fresh = _with_twins(plan, item, metadata, width=item.width, height=item.height,
+                            format=item.format, vector=np.asarray(vec))
+        report.embedded += 1
+        report.added += sum(r.id is None for r in fresh)
+        report.updated += sum(r.id is not None for r in fresh)
+        report.duplicates += len(fresh) - 1
+        records += fresh
+    for item in batch.failures:
+        bad = _with_twins(plan, item, metadata, status=STATUS_FAILED, error=item.error)
+        report.failed += [(r.path, item.error or "") for r in bad]
+        records += bad
+    return records
+
+
+def _with_twins(plan: Plan, item: Decoded, metadata: dict[str, Any] | None, **fields: Any) -> list[FileRecord]:
+    """Records for a decoded file and, if the bytes decoded are still the content the
+    plan hashed, for every file found with that content.
+
+    The file's own record takes the hash and stat of the bytes the worker read (the
+    plan's, when nothing could be read). A file replaced since the plan hashed it no
+    longer speaks for its twins: they were not read, so they are left for the next run,
+    which plans them on their own.
+    """
+    state, row = plan.embed[item.index]
+    read = bool(item.content_hash)
+    digest = item.content_hash if read else state.content_hash
+    own = FileRecord(path=state.path, content_hash=digest, size=item.size if read else state.size,
+                     mtime_ns=item.mtime_ns if read else state.mtime_ns, metadata=metadata,
+                     id=row.id if row else None, **fields)
+    twins = plan.twins[state.content_hash] if digest == state.content_hash else []
+    return [own, *(FileRecord(path=s.path, content_hash=digest, size=s.size, mtime_ns=s.mtime_ns,
+                              metadata=metadata, id=r.id if r else None, **fields) for s, r in twins)]
