@@ -21,16 +21,16 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from filelock import FileLock, Timeout
 
 from .ann import AUTO, AnnIndex, check_settings, create_index, load_index, resolve_auto
-from .catalog import Catalog
+from .catalog import STATUS_OK, Catalog
 from .errors import IndexBusyError, RetrievalError
 
-__all__ = ["AnnCache", "WriteLock", "save_atomic", "read_bundle_file", "remove_leftovers"]
+__all__ = ["AnnCache", "WriteLock", "save_atomic", "read_bundle_file", "read_bundle_header", "remove_leftovers"]
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +206,27 @@ class AnnCache:
         self.rebuilt_unsaved, self._save_error = False, None
 
     def describe(self) -> dict[str, Any]:
-        """What `retrieve info` shows: requested and effective backend, parameters, size."""
-        index = self.sync()
-        return {"type": self.backend, "effective": index.name, "params": index.params(), "count": index.ntotal}
+        """What `retrieve info` shows: requested and effective backend, parameters, size.
+
+        An index in memory is caught up and described. Otherwise nothing is loaded (nor
+        FAISS imported): the saved file's header, if made for these settings, says which
+        backend and parameters the next search will load, else the settings say what it
+        will build; the size is the catalog's count, which either reaches once caught up.
+        """
+        if self._index is not None:
+            index = self.sync()
+            return {"type": self.backend, "effective": index.name, "params": index.params(), "count": index.ntotal}
+        count = self.catalog.counts()[STATUS_OK]
+        try:
+            header = read_bundle_header(self.file)
+        except (OSError, ValueError):  # damaged: the next search rebuilds it under the settings
+            header = None
+        if header is not None and self._fits(header) and isinstance(header.get("backend"), str) \
+                and isinstance(header.get("params"), dict):
+            effective, params = header["backend"], header["params"]
+        else:
+            effective, params = self._backend_for(self.settings(), count)
+        return {"type": self.backend, "effective": effective, "params": dict(params), "count": count}
 
     def _backend_for(self, settings: Mapping[str, Any], count: int) -> tuple[str, dict[str, Any]]:
         if settings["backend"] == AUTO:
@@ -244,8 +262,7 @@ class AnnCache:
             if saved is None:
                 return False
             header, payload = saved
-            if [header.get("settings"), header.get("dim"), header.get("manifest")] != \
-                    [self.settings(), self.dim, self.digest]:
+            if not self._fits(header):
                 log.info("%s was made for other index settings or another extractor; rebuilding it", self.file)
                 return False
             index = load_index(header["backend"], self.dim, payload, header["params"])
@@ -259,6 +276,11 @@ class AnnCache:
             return False
         self._index, self.generation = index, generation
         return True
+
+    def _fits(self, header: Mapping[str, Any]) -> bool:
+        """Whether a saved file's header says it was made for these settings and this extractor."""
+        return [header.get("settings"), header.get("dim"), header.get("manifest")] == \
+            [self.settings(), self.dim, self.digest]
 
     def _keep_in_memory(self, error: OSError) -> None:
         if self._save_error is None:
@@ -308,18 +330,38 @@ def read_bundle_file(path: Path) -> tuple[dict[str, Any], bytes] | None:
     """
     try:
         with path.open("rb") as f:
-            line = f.readline(MAX_HEADER)
+            header = _read_header(f)
             payload = f.read()
     except FileNotFoundError:
         return None
+    if header.get(CHECKSUM) != hashlib.sha256(payload).hexdigest():
+        raise ValueError(f"the {CHECKSUM} checksum does not match the content")
+    return header, payload
+
+
+def read_bundle_header(path: Path) -> dict[str, Any] | None:
+    """The header of what :func:`save_atomic` wrote, without reading the payload (so
+    unchecked: it describes the file, it does not vouch for it); None when there is no file.
+
+    Raises:
+        ValueError: no header line, or a header that is not a JSON object.
+        OSError: the file exists but cannot be read.
+    """
+    try:
+        with path.open("rb") as f:
+            return _read_header(f)
+    except FileNotFoundError:
+        return None
+
+
+def _read_header(f: IO[bytes]) -> dict[str, Any]:
+    line = f.readline(MAX_HEADER)
     if not line.endswith(b"\n"):
         raise ValueError("no header line")
     header = json.loads(line)
     if not isinstance(header, dict):
         raise ValueError("the header is not a JSON object")
-    if header.get(CHECKSUM) != hashlib.sha256(payload).hexdigest():
-        raise ValueError(f"the {CHECKSUM} checksum does not match the content")
-    return header, payload
+    return header
 
 
 def remove_leftovers(folder: Path) -> None:

@@ -7,7 +7,7 @@ entry per image plus one block of results, so a million images fit in a few hund
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,7 +110,7 @@ def _exact_scores(catalog: Catalog, vectors: np.ndarray, found: np.ndarray) -> n
     return out
 
 
-def fold(ids: list[int], vectors: dict[int, np.ndarray], hashes: dict[int, str],
+def fold(ids: list[int], vectors: Mapping[int, np.ndarray], hashes: Mapping[int, str | None],
          threshold: float = DEFAULT_THRESHOLD) -> list[tuple[int, list[int]]]:
     """Fold a ranked list: each id joins the first kept id it duplicates.
 
@@ -119,7 +119,8 @@ def fold(ids: list[int], vectors: dict[int, np.ndarray], hashes: dict[int, str],
     kept: list[tuple[int, list[int]]] = []
     for i in ids:
         for head, dups in kept:
-            if hashes.get(i) == hashes.get(head) or float(vectors[i] @ vectors[head]) >= threshold:
+            same_bytes = hashes.get(i) is not None and hashes.get(i) == hashes.get(head)
+            if same_bytes or float(vectors[i] @ vectors[head]) >= threshold:
                 dups.append(i)
                 break
         else:

@@ -12,28 +12,33 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import torch
-from filelock import FileLock, Timeout
-from PIL import Image
 
-from . import ann, duplicates, ingest
-from .ann.cache import AnnCache
-from .catalog import STATUS_OK, Catalog
-from .device_decode import check_decode_mode
-from .errors import BadImageError, ExtractorMismatchError, IndexBusyError, IndexExistsError, IndexNotFoundError, RetrievalError
-from .extractors import Extractor, ExtractorConfig, Manifest, create_extractor, resolve_extractor
-from .extractors.bottleneck import check_precision
-from .extractors.denoise import DENOISE_AT, Denoiser, DenoisingExtractor
+# Only torch-free modules here: opening a bundle for its catalog (`retrieve info`, `tag`)
+# must not import torch, FAISS or Annoy. Those load where a model or an index is needed.
+from . import ann, duplicates
+from .bundle import AnnCache, WriteLock
+from .catalog import STATUS_OK, Catalog, check_metadata
+from .errors import (
+    BadQueryError, ExtractorMismatchError, IndexExistsError, IndexNotFoundError, ReadOnlyIndexError, RetrievalError,
+)
+from .extractors import ExtractorConfig, Manifest, create_extractor, resolve_extractor
+from .extractors.pooling import POOLINGS
 from .filters import Filter
-from .images import default_workers, discover, load_image
-from .indexer import Plan, plan_sync
-from .ingest import IndexReport
+from .images.files import discover
+from .indexing.plan import Plan, plan_sync
+from .options import EngineOptions, Progress
+from .query import Hit, Query, QueryBuilder, check_k, nearest, rocchio, stored_vectors, unit
+
+if TYPE_CHECKING:
+    from .extractors import Extractor
+    from .extractors.denoise import Denoiser, DenoisingExtractor
+    from .indexing.run import IndexReport
 
 __all__ = ["Engine", "Hit", "IndexReport", "Query"]
 
@@ -43,19 +48,13 @@ CATALOG_FILE = "catalog.sqlite"
 ANN_FILE = "ann.index"
 LOCK_FILE = "write.lock"
 
-Progress = Callable[[str, int, int], None]
-Query = Union[str, os.PathLike, Image.Image, np.ndarray]
 
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result."""
-
-    id: int
-    path: str
-    score: float
-    metadata: dict[str, Any]
-    duplicates: tuple[str, ...] = ()  # with dedup: paths of lower-ranked copies folded into this hit
+def __getattr__(name: str) -> Any:
+    """:class:`IndexReport`, from the indexing loop (which imports torch), on first use (PEP 562)."""
+    if name == "IndexReport":
+        from .indexing.run import IndexReport
+        return IndexReport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Engine:
@@ -67,99 +66,130 @@ class Engine:
         ...         print(hit.score, hit.path)
     """
 
-    def __init__(self, path: Path, catalog: Catalog, manifest: Manifest,
-                 device: str | torch.device = "auto", extractor: Extractor | None = None,
-                 batch_size: int = 32, workers: int | None = None, lock_timeout: float = 30.0,
-                 precision: str = "auto", decode: str = "auto",
-                 denoise: str | os.PathLike[str] | Denoiser | None = None, denoise_at: str = "both") -> None:
+    def __init__(self, path: Path, catalog: Catalog, manifest: Manifest, options: EngineOptions,
+                 extractor: Extractor | None = None, config: ExtractorConfig | None = None,
+                 denoiser: Denoiser | None = None) -> None:
+        """Use :meth:`create` or :meth:`open`: they check the bundle and the options first.
+
+        `config` replaces the manifest's config when the model is built (the same
+        network from another weights file, or a checkpoint that moved); the built
+        model must still match the manifest.
+        """
         self.path = path
         self.catalog = catalog
         self.manifest = manifest
-        self.device = device
-        self.batch_size = batch_size
-        self.precision = check_precision(precision)
-        self.decode = check_decode_mode(decode)  # where JPEGs are decoded: auto (on a GPU, there), cpu, device
-        self.workers = default_workers(workers)
+        self.options = options
+        self._config = config or manifest.config
         self._extractor = extractor
-        self.denoiser = _denoiser(denoise, denoise_at, device, precision)
-        self.denoise_at = denoise_at
+        if denoiser is None and options.denoise:
+            from .extractors.denoise import Denoiser
+            denoiser = Denoiser(options.denoise, options.device, options.precision)
+        self.denoiser = denoiser
         self._denoising: DenoisingExtractor | None = None
-        self._lock = FileLock(str(path / LOCK_FILE), timeout=lock_timeout)
+        self._lock = WriteLock(path / LOCK_FILE, options.lock_timeout)
         self.load_seconds = 0.0
         settings = catalog.get_json("index") or {"backend": "flat", "params": {}}
+        self._queries = QueryBuilder(catalog, manifest.dim, manifest.config.image_size,
+                                     lambda images: self.embedder("query").embed_images(images))
         self._cache = AnnCache(path / ANN_FILE, catalog, manifest.dim, manifest.weights_digest,
                                settings["backend"], settings["params"])
 
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str],
-               extractor: Extractor | ExtractorConfig | str | os.PathLike[str] | None = None,
-               *, index: str = "auto", index_params: Mapping[str, Any] | None = None,
-               exist_ok: bool = False, device: str | torch.device = "auto", **kwargs: Any) -> Engine:
-        """Create a new bundle at `path` (or open it, if `exist_ok` and compatible).
+    def create(cls, path: str | os.PathLike[str], extractor: ExtractorSpec = None, *,
+               backend: str | None = None, backend_params: Mapping[str, Any] | None = None,
+               exist_ok: bool = False, options: EngineOptions | None = None) -> Engine:
+        """Create a new bundle at `path`; with `exist_ok`, open it if it exists and fits.
+
+        Every argument is checked before anything is written: a typo leaves no bundle.
+        A bundle whose creation was interrupted (a catalog without a manifest) is
+        finished here, as if new.
 
         Args:
-            extractor: a built Extractor (shared, already warm), an ExtractorConfig, a
-                backbone name, or the path of a `retrieve train` checkpoint; None is the
-                default (tf_efficientnet_lite0, GeM).
-            index: ANN backend: flat, ivf, ivfpq, hnsw, annoy, or auto (by collection size).
-            index_params: backend parameters (nlist, nprobe, M, ef_search, n_trees, ...).
-            kwargs: batch_size, workers, lock_timeout, precision, decode, denoise (a denoising
-                autoencoder checkpoint or Denoiser), denoise_at (query, index or both).
+            extractor: what embeds the images (see :data:`ExtractorSpec`): a built
+                Extractor (shared, already warm), an ExtractorConfig, a mapping of
+                config fields, a backbone name, or a `retrieve train` checkpoint's path;
+                None is the default (tf_efficientnet_lite0, GeM). For an existing bundle,
+                each given field must equal the stored one (a weights file may differ
+                if it holds the same weights).
+            backend: ANN backend of a new bundle: flat, ivf, ivfpq, hnsw, annoy, or auto
+                (by collection size, the default). An existing bundle keeps its own: switch
+                with :meth:`reindex`.
+            backend_params: the backend's parameters (nlist, nprobe, M, ef_search, ...).
+            options: how this Engine runs (device, precision, batch size, ...).
 
         Raises:
             IndexExistsError: a bundle exists and `exist_ok` is False.
             ExtractorMismatchError: it exists with another extractor.
+            RetrievalError: a bad option, backend or parameter (nothing is written).
         """
-        path = Path(path)
-        built = extractor if isinstance(extractor, Extractor) else None
-        if isinstance(extractor, (str, os.PathLike)):
-            extractor = resolve_extractor(extractor)
-        config = built.manifest.config if built else (extractor or ExtractorConfig())
-        if (path / CATALOG_FILE).exists():
+        path, options = Path(path), options or EngineOptions()
+        built, config, overrides = _extractor_spec(extractor)
+        if _has_manifest(path):
             if not exist_ok:
                 raise IndexExistsError(f"an index already exists at {path}")
-            engine = cls.open(path, device=device, extractor=built, **kwargs)
-            if built is None and config != engine.manifest.config:  # e.g. the weights file moved
-                engine._adopt(create_extractor(config, device, engine.precision))
+            engine = cls.open(path, options=options, extractor=built or config or overrides)
+            try:
+                engine._require_backend(backend, backend_params)
+            except BaseException:
+                engine.close()
+                raise
             return engine
-        index_params = dict(index_params or {})
-        _validate_backend(index, index_params)  # every option is checked before anything is written
-        check_decode_mode(kwargs.get("decode", "auto"))
-        check_precision(kwargs.get("precision", "auto"))
-        kwargs["denoise"] = _denoiser(kwargs.get("denoise"), kwargs.get("denoise_at", "both"), device,
-                                      kwargs.get("precision", "auto"))
-        extractor_obj = built or create_extractor(config, device, kwargs.get("precision", "auto"))
+        name = backend or "auto"
+        params = ann.check_settings(name, backend_params or {})  # fails before the model loads
+        denoiser = None
+        if options.denoise:
+            from .extractors.denoise import Denoiser
+            denoiser = Denoiser(options.denoise, options.device, options.precision)
+        built = built or create_extractor(config or ExtractorConfig(**overrides), options.device, options.precision)
+        params = ann.check_settings(name, params, built.manifest.dim)  # checks that need the dimension
         path.mkdir(parents=True, exist_ok=True)
         catalog = Catalog(path / CATALOG_FILE, create=True)
-        catalog.set_setting("manifest", extractor_obj.manifest.to_json())
-        catalog.set_setting("index", json.dumps({"backend": index, "params": index_params}))
-        return cls(path, catalog, extractor_obj.manifest, device, extractor_obj, **kwargs)
+        catalog.set_setting("index", json.dumps({"backend": name, "params": params}))
+        catalog.set_setting("manifest", built.manifest.to_json())  # last: its presence means "created"
+        return cls(path, catalog, built.manifest, options, built, denoiser=denoiser)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto",
-             extractor: Extractor | None = None, **kwargs: Any) -> Engine:
+    def open(cls, path: str | os.PathLike[str], *, options: EngineOptions | None = None,
+             extractor: ExtractorSpec = None) -> Engine:
         """Open an existing bundle. The model loads lazily, on first embedding.
 
         Args:
-            extractor: an already built extractor to use (checked against the manifest).
+            extractor: normally None (the bundle's own). A built Extractor is checked
+                against the manifest now; a config, mapping (e.g. ``{"weights": "moved.pth"}``),
+                name or checkpoint path is checked field by field now and by its weights
+                digest when the model is built.
 
         Raises:
-            IndexNotFoundError: no bundle at `path`.
+            IndexNotFoundError: no bundle at `path`, or its creation never finished.
             ExtractorMismatchError: `extractor` is not the one the index was built with.
         """
-        path = Path(path)
+        path, options = Path(path), options or EngineOptions()
         if not (path / CATALOG_FILE).is_file():
             raise IndexNotFoundError(f"no index at {path} (create one with `retrieve index DIR --index-dir {path}`)")
         catalog = Catalog(path / CATALOG_FILE)
-        raw = catalog.get_json("manifest")
-        if raw is None:
-            raise RetrievalError(f"index at {path} has no extractor manifest (was its creation interrupted?)")
-        manifest = Manifest.from_dict(raw)
-        if extractor is not None:
-            manifest.check_compatible(extractor.manifest, "given extractor")
-        return cls(path, catalog, manifest, device, extractor, **kwargs)
+        try:
+            raw = catalog.get_json("manifest")
+            if raw is None:
+                raise IndexNotFoundError(f"the creation of the index at {path} was interrupted: run the same "
+                                         "`retrieve index` command (or Engine.create) again to finish it")
+            manifest = Manifest.from_dict(raw)
+            built, config, overrides = _extractor_spec(extractor)
+            if built is not None:
+                manifest.check_compatible(built.manifest, "given extractor")
+            if overrides:
+                _require_same_fields(path, manifest.config, overrides)
+                config = replace(manifest.config, weights=overrides.get("weights", manifest.config.weights))
+            if config is not None:
+                _require_same_fields(path, manifest.config, asdict(config))
+            if config is not None and config != manifest.config:  # other weights: check their digest now
+                built = create_extractor(config, options.device, options.precision)
+                manifest.check_compatible(built.manifest, "given extractor")
+        except BaseException:
+            catalog.close()
+            raise
+        return cls(path, catalog, manifest, options, built)
 
     def close(self) -> None:
         self.catalog.close()
@@ -177,7 +207,7 @@ class Engine:
         """The warm model; built on first use and checked against the manifest."""
         if self._extractor is None:
             start = time.perf_counter()
-            built = create_extractor(self.manifest.config, self.device, self.precision)
+            built = create_extractor(self._config, self.options.device, self.options.precision)
             self.manifest.check_compatible(built.manifest, "extractor available here")
             self._extractor = built
             self.load_seconds = time.perf_counter() - start
@@ -186,24 +216,23 @@ class Engine:
     def embedder(self, stage: str) -> Extractor:
         """The extractor for images embedded at `stage` ("query" or "index"): with a
         denoiser set for that stage, one that cleans each image first."""
-        if self.denoiser is None or self.denoise_at not in (stage, "both"):
+        if self.denoiser is None or self.options.denoise_at not in (stage, "both"):
             return self.extractor
         if self._denoising is None or self._denoising.inner is not self.extractor:
+            from .extractors.denoise import DenoisingExtractor
             self._denoising = DenoisingExtractor(self.extractor, self.denoiser)
         return self._denoising
 
-    def _adopt(self, extractor: Extractor) -> None:
-        """Use this extractor from now on, if it makes the same vectors as the index's."""
-        self.manifest.check_compatible(extractor.manifest, "requested extractor")
-        self._extractor = extractor
-
     # ------------------------------------------------------------------ writing
 
-    def index(self, roots: Iterable[str | os.PathLike[str]], progress: Progress | None = None) -> IndexReport:
+    def index(self, roots: Iterable[str | os.PathLike[str]], progress: Progress | None = None,
+              follow_links: bool = False) -> IndexReport:
         """Bring the index in line with the image files below `roots`.
 
         New and changed files are embedded, unchanged ones skipped without decoding,
-        vanished ones removed. Safe to interrupt: a rerun finishes the job.
+        vanished ones removed. Safe to interrupt: a rerun finishes the job. Symbolic
+        links that lead out of every root are skipped (listed in the report's
+        `skipped`) unless `follow_links`: a link to / must not index the machine.
 
         Raises:
             RetrievalError: a root does not exist (nothing is removed in that case).
@@ -213,22 +242,30 @@ class Engine:
             if not os.path.exists(r):
                 raise RetrievalError(f"folder not found: {r}")
         with self._writing():
-            files = [str(p) for p in discover(roots)]
+            skipped: list[tuple[str, str]] = []
+            files = [str(p) for p in discover(roots, follow_links=follow_links,
+                                              on_skip=lambda path, why: skipped.append((str(path), why)))]
             existing = self.catalog.rows_under(roots)
-            return self._ingest(plan_sync(self.catalog, files, existing, sweep=True, progress=progress), progress)
+            plan = plan_sync(self.catalog, files, existing, sweep=True, progress=progress, skipped=skipped)
+            return self._ingest(plan, progress)
 
     def add(self, paths: Iterable[str | os.PathLike[str]], metadata: Mapping[str, Any] | None = None,
             progress: Progress | None = None) -> IndexReport:
         """Index these files (no sweep of anything else). Bad files are recorded, not raised.
 
         Args:
-            metadata: user metadata stored with every added file (JSON-serialisable).
+            metadata: user metadata stored with every added file: JSON values with finite
+                numbers, under keys that filters can name (letters, digits, _ and -).
+
+        Raises:
+            BadMetadataError: `metadata` breaks those rules (checked before any work).
         """
+        clean = check_metadata(metadata) if metadata is not None else None
         files = [os.path.abspath(p) for p in paths]
         with self._writing():
             existing = self.catalog.rows_by_path(files)
             plan = plan_sync(self.catalog, files, existing, sweep=False, progress=progress)
-            return self._ingest(plan, progress, dict(metadata) if metadata is not None else None)
+            return self._ingest(plan, progress, clean)
 
     def remove(self, ids_or_paths: Iterable[int | str | os.PathLike[str]]) -> int:
         """Remove images by id or path; returns how many were removed."""
@@ -240,7 +277,11 @@ class Engine:
             return len(found)
 
     def set_metadata(self, image_id: int, metadata: Mapping[str, Any]) -> None:
-        """Replace the user metadata of one image."""
+        """Replace the user metadata of one image.
+
+        Raises:
+            BadMetadataError: non-finite numbers, non-JSON values, or keys filters cannot name.
+        """
         self.catalog.set_metadata(image_id, dict(metadata))
 
     def tag(self, ids_or_paths: Iterable[int | str | os.PathLike[str]], add: Sequence[str] = (),
@@ -268,35 +309,36 @@ class Engine:
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        """Hold the bundle's write lock: one writer at a time, across processes."""
-        try:
-            self._lock.acquire()
-        except Timeout:
-            raise IndexBusyError(f"index at {self.path} is being written by another process; try again later") from None
-        try:
-            yield
-        finally:
-            self._lock.release()
+        """Hold the bundle's write lock: one writer at a time, across processes.
 
-    def require_config(self, **overrides: Any) -> None:
-        """Raise ExtractorMismatchError if any given extractor option differs from the index's.
-
-        Options left at None are not compared (the CLI passes only what the user typed).
+        Raises:
+            ReadOnlyIndexError: the bundle was opened read-only (its folder cannot be written).
+            IndexBusyError: another writer held the lock longer than the lock timeout.
         """
-        stored = self.manifest.config
-        diffs = [f"{k}: index has {getattr(stored, k)!r}, asked for {v!r}"
-                 for k, v in overrides.items() if v is not None and getattr(stored, k) != v]
-        if diffs:
-            raise ExtractorMismatchError(
-                f"index at {self.path} was built with another extractor ({'; '.join(diffs)}); "
-                "drop those options or use a new --index-dir"
-            )
+        if self.catalog.read_only:
+            raise ReadOnlyIndexError(f"the index at {self.path} is read-only here: it can be searched, not changed")
+        with self._lock.held():
+            yield
+
+    def _require_backend(self, backend: str | None, params: Mapping[str, Any] | None) -> None:
+        """Raise unless the bundle already uses this backend and these parameters: an
+        existing bundle is switched with :meth:`reindex`, never by reopening it."""
+        want_backend = backend or self._cache.backend
+        same_backend = want_backend == self._cache.backend
+        want_params = ann.check_settings(want_backend, params if params or not same_backend else self._cache.params)
+        if (want_backend, want_params) != (self._cache.backend, ann.check_settings(self._cache.backend, self._cache.params)):
+            raise RetrievalError(f"the index at {self.path} uses the {self._cache.backend} backend "
+                                 f"{dict(self._cache.params) or ''}; switch with `retrieve reindex --backend "
+                                 f"{want_backend}` (Engine.reindex), or drop the backend options")
 
     def _ingest(self, plan: Plan, progress: Progress | None, metadata: dict[str, Any] | None = None) -> IndexReport:
+        from .images.batches import default_workers  # these import torch
+        from .indexing import run as ingest
+
         start = time.perf_counter()
         report = ingest.execute(plan, self.catalog, lambda: self.embedder("index"), self._cache.sync,
-                                batch_size=self.batch_size, workers=self.workers, metadata=metadata,
-                                progress=progress, decode=self.decode)
+                                batch_size=self.options.batch_size, workers=default_workers(self.options.workers),
+                                metadata=metadata, progress=progress, decode=self.options.decode)
         self._persist_index()
         report.seconds = time.perf_counter() - start
         return report
@@ -308,67 +350,69 @@ class Engine:
         """The ANN index, caught up with every committed change.
 
         An index this process had to rebuild (file missing, stale beyond replay,
-        corrupt) is saved for the next process, unless a writer holds the lock.
+        corrupt) is saved for the next process when the lock is free and the disk takes
+        it; otherwise it stays in memory (a reader never needs to write).
         """
-        index = self._cache.sync()
-        if self._cache.rebuilt_unsaved:
-            try:
-                with self._lock.acquire(timeout=0):
-                    self._cache.save()
-            except Timeout:
-                pass
-        return index
+        return self._cache.read(self._lock)
 
     def reindex(self, backend: str | None = None, **params: Any) -> dict[str, Any]:
         """Rebuild the ANN index from the stored vectors, optionally switching backend.
 
-        No image is read. Returns the new index description (as in :meth:`info`).
+        No image is read. The new settings are stored only once their index is built and
+        saved: a failure leaves the previous settings and index in place. Returns the new
+        index description (as in :meth:`info`), with the rebuild's ``seconds``.
+
+        Raises:
+            RetrievalError: an unknown backend or a bad parameter (nothing changes).
         """
-        backend = backend or self._cache.backend
-        if not params and backend == self._cache.backend:
-            params = dict(self._cache.params)
-        _validate_backend(backend, params)
+        start = time.perf_counter()
         with self._writing():
-            self.catalog.set_setting("index", json.dumps({"backend": backend, "params": params}))
-            self._cache.backend, self._cache.params = backend, params
-            self._cache.rebuild()
-            self._cache.save()
-        return self._cache.describe()
+            described = self._cache.switch(backend, params,
+                                           lambda settings: self.catalog.set_setting("index", json.dumps(settings)))
+        return {**described, "seconds": time.perf_counter() - start}
 
     def _persist_index(self) -> None:
         """After a write: compact if due, then save (we hold the write lock)."""
-        self._cache.compact_if_due()
-        self._cache.save()
+        self._cache.persist()
 
     # ------------------------------------------------------------------ searching
 
-    def embed(self, query: Query | Sequence[Query]) -> np.ndarray:
-        """One unit vector for a query: a path, a PIL image, a vector, or several combined.
+    def embed(self, query: Query) -> np.ndarray:
+        """One unit vector for a query: a path, a PIL image, a vector, an indexed id, or
+        several of them combined.
 
         Raises:
             BadImageError: a query file cannot be decoded.
+            BadQueryError: the query cannot be searched with (see :meth:`search`).
         """
-        vec, _ = self._query_vector(query)
-        return vec
+        return self._queries.build(query)[0]
 
-    def search(self, query: Query | Sequence[Query], k: int = 10,
-               where: Filter | Mapping[str, Any] | None = None, exclude: Iterable[int] = (),
-               dedup: float | None = None) -> list[Hit]:
+    def search(self, query: Query, k: int = 10, where: Filter | Mapping[str, Any] | None = None,
+               exclude: Iterable[int] = (), dedup: float | None = None) -> list[Hit]:
         """The k indexed images most similar to the query.
 
-        An indexed, unchanged path is looked up rather than re-embedded, and is left
-        out of its own results. Several queries are combined into one (mean of their
-        unit vectors). `where` is a :class:`Filter`, or a mapping of metadata values.
-        `dedup`, a similarity threshold (e.g. 0.95), folds copies and near-copies into
-        the best-ranked one (listed in `Hit.duplicates`) and still returns k hits.
+        `query` is an image path, a PIL image, a vector, an indexed image's id, or a list
+        of them, combined into one (mean of their unit vectors). An indexed, unchanged
+        path is looked up rather than re-embedded; indexed items are left out of the
+        results. `where` is a :class:`Filter`, or a mapping of metadata values. `dedup`,
+        a similarity threshold (e.g. 0.95), folds copies and near-copies into the
+        best-ranked one (listed in `Hit.duplicates`) and still returns k hits.
+
+        Raises:
+            BadQueryError: k is not from 1 to MAX_K; the query is empty, of an unsupported
+                type, a folder, an unknown id, or a zero, non-finite or wrong-size vector.
+            BadImageError: a query file cannot be decoded.
         """
-        vec, own_ids = self._query_vector(query)
-        return self._nearest(vec, k, set(exclude) | own_ids, where, dedup)
+        check_k(k)
+        vec, own_ids = self._queries.build(query)
+        return nearest(self.ann, self.catalog, vec, k, set(exclude) | own_ids, where, dedup)
 
     def similar(self, image_id: int, k: int = 10, where: Filter | Mapping[str, Any] | None = None,
                 dedup: float | None = None) -> list[Hit]:
         """More like this: neighbours of an indexed image, without the image itself."""
-        return self._nearest(self.vectors([image_id]).sum(0), k, {image_id}, where, dedup)
+        vec = stored_vectors(self.catalog, [image_id], "similar")[0]
+        return nearest(self.ann, self.catalog, unit(vec, f"stored vector of id {image_id}", self.manifest.dim),
+                       k, {image_id}, where, dedup)
 
     def recommend(self, positive_ids: Sequence[int], negative_ids: Sequence[int] = (), k: int = 10,
                   where: Filter | Mapping[str, Any] | None = None, negative_weight: float = 0.5) -> list[Hit]:
@@ -376,93 +420,25 @@ class Engine:
 
         The query is mean(liked) - negative_weight * mean(disliked); the liked and
         disliked images themselves are never returned.
+
+        Raises:
+            BadQueryError: no liked id, an unknown id, or dislikes that cancel the likes.
         """
-        if not positive_ids:
-            raise RetrievalError("recommend needs at least one positive id")
-        q = self.vectors(positive_ids).mean(0)
-        if negative_ids:
-            q = q - negative_weight * self.vectors(negative_ids).mean(0)
-        return self._nearest(q, k, set(positive_ids) | set(negative_ids), where)
+        if isinstance(positive_ids, (str, bytes)) or not positive_ids:
+            raise BadQueryError("recommend needs at least one liked (positive) id")
+        check_k(k)
+        liked = stored_vectors(self.catalog, list(positive_ids), "recommend")
+        disliked = stored_vectors(self.catalog, list(negative_ids), "recommend") if negative_ids else None
+        q = rocchio(liked, disliked, negative_weight, self.manifest.dim)
+        return nearest(self.ann, self.catalog, q, k, set(positive_ids) | set(negative_ids), where)
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
-        """Stored unit vectors of indexed images, (len(ids), dim); raises on unknown ids."""
-        found = self.catalog.vectors(ids)
-        missing = [i for i in ids if int(i) not in found]
-        if missing:
-            raise RetrievalError(f"no indexed image with id {missing[0]}")
-        return np.stack([found[int(i)] for i in ids])
+        """Stored unit vectors of indexed images, (len(ids), dim).
 
-    def _query_vector(self, query: Query | Sequence[Query]) -> tuple[np.ndarray, set[int]]:
-        items = list(query) if isinstance(query, (list, tuple)) else [query]
-        if not items:
-            raise RetrievalError("empty query")
-        vectors, own_ids, images = [], set(), []
-        for item in items:
-            if isinstance(item, np.ndarray):
-                vectors.extend(np.atleast_2d(item).astype(np.float32))
-            elif isinstance(item, Image.Image):
-                images.append(item.convert("RGB"))
-            else:
-                indexed = self._indexed_unchanged(str(item))
-                if indexed is not None:
-                    own_ids.add(indexed[0])
-                    vectors.append(indexed[1])
-                else:
-                    try:
-                        images.append(load_image(item).image)
-                    except BadImageError as e:
-                        raise BadImageError(f"query image {item}: {e}") from None
-        if images:
-            vectors.extend(self.embedder("query").embed_images(images))
-        mat = np.stack(vectors)
-        if mat.shape[1] != self.manifest.dim:
-            raise RetrievalError(f"query vector has dimension {mat.shape[1]}, the index {self.manifest.dim}")
-        mat /= np.linalg.norm(mat, axis=1, keepdims=True).clip(1e-12)
-        q = mat.sum(0)
-        return q / max(float(np.linalg.norm(q)), 1e-12), own_ids
-
-    def _indexed_unchanged(self, path: str) -> tuple[int, np.ndarray] | None:
-        path = os.path.abspath(path)
-        row = self.catalog.rows_by_path([path]).get(path)
-        if row is None or row.status != STATUS_OK:
-            return None
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        if (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
-            return None
-        vec = self.catalog.vectors([row.id]).get(row.id)
-        return (row.id, vec) if vec is not None else None
-
-    def _nearest(self, q: np.ndarray, k: int, exclude: set[int], where: Filter | Mapping[str, Any] | None,
-                 dedup: float | None = None) -> list[Hit]:
-        if k <= 0:
-            return []
-        index = self.ann
-        q = np.asarray(q, np.float32).reshape(1, -1)
-        q /= max(float(np.linalg.norm(q)), 1e-12)
-        where = Filter.of(where)
-        allowed = self.catalog.ids_matching(where.conditions()) if where else None
-        if allowed is not None and len(allowed) == 0:
-            return []
-        want = k + len(exclude)
-        while True:
-            found = ann.search_reranked(index, q, want, self.catalog.vectors, allowed)
-            pairs = [(i, s) for i, s in found if i not in exclude]
-            rows = self.catalog.rows_by_id(i for i, _ in pairs)
-            hits = [Hit(i, rows[i].path, s, dict(rows[i].meta or {})) for i, s in pairs
-                    if i in rows and rows[i].status == STATUS_OK]
-            if dedup is not None and hits:
-                by_id = {h.id: h for h in hits}
-                folded = duplicates.fold([h.id for h in hits], self.catalog.vectors(list(by_id)),
-                                         {i: rows[i].content_hash for i in by_id}, dedup)
-                hits = [replace(by_id[head], duplicates=tuple(by_id[d].path for d in dups))
-                        for head, dups in folded]
-            exhausted = want >= index.ntotal or len(found) < want
-            if len(hits) >= k or exhausted:
-                return hits[:k]
-            want *= 2
+        Raises:
+            BadQueryError: an id is not indexed.
+        """
+        return stored_vectors(self.catalog, list(ids), "vectors")
 
     def duplicates(self, threshold: float | None = duplicates.DEFAULT_THRESHOLD,
                    progress: Progress | None = None) -> list[duplicates.DuplicateGroup]:
@@ -486,7 +462,7 @@ class Engine:
             "path": str(self.path), "count": counts.get(STATUS_OK, 0), "failed_count": counts.get("failed", 0),
             "dim": self.manifest.dim,
             "extractor": {"kind": c.kind, "backbone": c.backbone, "pooling": c.pooling,
-                          "gem_p": c.gem_p if c.pooling == "gem" else None, "image_size": c.image_size,
+                          "pooling_params": dict(c.pooling_params), "image_size": c.image_size,
                           "resize": c.resize, "weights_digest": self.manifest.weights_digest,
                           "normalisation": self.manifest.normalisation},
             "index": self._cache.describe(),
@@ -495,25 +471,59 @@ class Engine:
         }
 
 
-def _validate_backend(name: str, params: Mapping[str, Any]) -> None:
-    """Fail before anything is written if the backend or its parameters are wrong."""
-    if name == "auto":
-        if params:
-            raise RetrievalError("the auto index takes no parameters; name a backend to set them")
-        return
-    try:
-        ann.create_index(name, 64, **params)
-    except TypeError as e:
-        raise RetrievalError(f"bad parameter for the {name} index: {e}") from None
+ExtractorSpec = Union["Extractor", ExtractorConfig, Mapping[str, Any], str, os.PathLike, None]
+"""What embeds a bundle's images: a built Extractor, a full ExtractorConfig, a mapping of
+some config fields (the rest default, or must match an existing bundle), a backbone name,
+or a `retrieve train` checkpoint's path."""
 
 
-def _denoiser(denoise: str | os.PathLike[str] | Denoiser | None, denoise_at: str, device: str | torch.device,
-              precision: str) -> Denoiser | None:
-    """The Denoiser an Engine option stands for (a checkpoint path is loaded here).
+def _extractor_spec(spec: ExtractorSpec) -> tuple[Extractor | None, ExtractorConfig | None, dict[str, Any]]:
+    """(built extractor, full config, partial config fields): exactly one is set, or none."""
+    if spec is None:
+        return None, None, {}
+    if isinstance(spec, ExtractorConfig):
+        return None, spec, {}
+    if isinstance(spec, (str, os.PathLike)):
+        return None, resolve_extractor(spec), {}
+    if isinstance(spec, Mapping):
+        known = {f.name for f in fields(ExtractorConfig)}
+        unknown = sorted(set(spec) - known)
+        if unknown:
+            raise RetrievalError(f"unknown extractor option {unknown[0]!r}; choose {', '.join(sorted(known))}")
+        return None, None, {k: v for k, v in spec.items() if v is not None}
+    from .extractors.base import Extractor  # torch: only a built extractor gets this far
 
-    Raises:
-        RetrievalError: `denoise_at` is not a stage, or the checkpoint cannot be read.
+    if isinstance(spec, Extractor):
+        return spec, None, {}
+    raise RetrievalError(f"extractor must be an Extractor, ExtractorConfig, mapping, name or path, "
+                         f"not {type(spec).__name__}")
+
+
+def _require_same_fields(path: Path, stored: ExtractorConfig, asked: Mapping[str, Any]) -> None:
+    """Raise ExtractorMismatchError naming each given field that differs from the stored
+    config (a weights *path* may differ: its digest is checked when the model is built).
+
+    Pooling parameters compare complete, defaults filled in for the pooling asked for, so
+    ``{"pooling": "gem"}`` matches a bundle made with GeM's default exponent.
     """
-    if denoise_at not in DENOISE_AT:
-        raise RetrievalError(f"denoise_at must be one of {', '.join(DENOISE_AT)}, not {denoise_at!r}")
-    return Denoiser(denoise, device, precision) if isinstance(denoise, (str, os.PathLike)) else denoise
+    pooling = asked.get("pooling", stored.pooling)
+    diffs = []
+    for key, value in asked.items():
+        if key == "weights":
+            continue
+        if key == "pooling_params":
+            value = POOLINGS.resolve(pooling, value)
+        if value != getattr(stored, key):
+            diffs.append(f"{key}: index has {getattr(stored, key)!r}, asked for {value!r}")
+    if diffs:
+        raise ExtractorMismatchError(f"index at {path} was built with another extractor ({'; '.join(diffs)}); "
+                                     "drop those options or use a new index folder")
+
+
+def _has_manifest(path: Path) -> bool:
+    """Whether a finished bundle is at `path` (a catalog without a manifest is an
+    interrupted creation, which :meth:`Engine.create` finishes)."""
+    if not (path / CATALOG_FILE).is_file():
+        return False
+    with contextlib.closing(Catalog(path / CATALOG_FILE)) as catalog:
+        return catalog.get_json("manifest") is not None

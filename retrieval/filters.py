@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, literal_column, select, true
+from sqlalchemy import ColumnElement, exists, func, literal_column, or_, select, true
 
 from .catalog import ImageRow
+from .catalog.metadata import KEY_PATTERN
 from .errors import RetrievalError
 
 __all__ = ["Filter", "parse_date"]
-
-_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
 
 @dataclass(frozen=True)
 class Filter:
@@ -48,6 +45,10 @@ class Filter:
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
+    def __bool__(self) -> bool:
+        """An empty filter is no filter: false, so callers can write ``if where:``."""
+        return self != Filter()
+
     @classmethod
     def of(cls, where: Filter | Mapping[str, Any] | None) -> Filter | None:
         """Accept a Filter, or a plain mapping meaning metadata equality."""
@@ -62,11 +63,7 @@ class Filter:
             c.append(ImageRow.path.op("GLOB")(self.path_glob))
         if self.folders:
             prefixes = [os.path.abspath(f).rstrip("/") + "/" for f in self.folders]
-            cond = None
-            for p in prefixes:
-                one = func.substr(ImageRow.path, 1, len(p)) == p
-                cond = one if cond is None else (cond | one)
-            c.append(cond)
+            c.append(or_(*(func.substr(ImageRow.path, 1, len(p)) == p for p in prefixes)))
         if self.formats:
             c.append(func.upper(ImageRow.format).in_([f.upper().replace("JPG", "JPEG") for f in self.formats]))
         if self.min_bytes is not None:
@@ -81,7 +78,7 @@ class Filter:
             each = func.json_each(ImageRow.meta, "$.tags").table_valued("value")
             c.append(exists(select(literal_column("1")).select_from(each).where(each.c.value == tag)))
         for key, value in self.metadata.items():
-            if not _KEY.fullmatch(key):
+            if not KEY_PATTERN.fullmatch(key):
                 raise RetrievalError(f"metadata key {key!r}: use letters, digits, _ and - only")
             if not isinstance(value, (str, int, float, bool)):
                 raise RetrievalError(f"metadata filter on {key!r}: value must be a string, number or bool")

@@ -160,7 +160,7 @@ def measure_naive(config: ExtractorConfig, device: torch.device, files: list[Pat
     """images/s of the plain loop a first script would use, model built beforehand."""
     trunk = create_trunk(config.backbone, config.weights)
     model = trunk.module.to(device).eval()
-    pooling = create_pooling(config.pooling, config.gem_p).to(device)
+    pooling = create_pooling(config.pooling, config.pooling_params).to(device)
     tf = transforms.Compose([
         transforms.Resize(config.image_size), transforms.CenterCrop(config.image_size),
         transforms.ToTensor(), transforms.Normalize(trunk.mean, trunk.std),

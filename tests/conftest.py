@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from retrieval import Engine
+from retrieval.options import EngineOptions
 from retrieval.extractors import Extractor, ExtractorConfig, create_extractor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +44,12 @@ def make_engine(tmp_path: Path, extractor: Extractor):
     """Factory for engines on fresh bundles that share the warm extractor."""
     engines: list[Engine] = []
 
-    def make(name: str = "bundle", **kwargs: object) -> Engine:
-        kwargs.setdefault("workers", 0)
-        engine = Engine.create(tmp_path / name, extractor, exist_ok=True, device="cpu", **kwargs)
+    def make(name: str = "bundle", backend: str | None = None, backend_params: dict | None = None,
+             **options: Any) -> Engine:
+        """`options` are EngineOptions fields; the engine runs on the CPU with in-process decoding."""
+        options.setdefault("workers", 0)
+        engine = Engine.create(tmp_path / name, extractor, exist_ok=True, backend=backend,
+                               backend_params=backend_params, options=EngineOptions(device="cpu", **options))
         engines.append(engine)
         return engine
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from retrieval import Engine
+from retrieval.options import EngineOptions
 from retrieval.engine import CATALOG_FILE
 
 from .conftest import caltech_slice
@@ -71,7 +72,7 @@ def test_killed_indexing_resumes_with_nothing_duplicated_or_lost(tmp_path: Path)
     after = _rows(bundle)
     assert len(after) == total
     assert all(after[p] == before[p] for p in before), "rows committed before the kill keep their ids"
-    with Engine.open(bundle, device="cpu") as engine:
+    with Engine.open(bundle, options=EngineOptions(device="cpu")) as engine:
         assert len(engine.catalog.vectors([i for i, _ in after.values()])) == total
         assert engine.ann.ntotal == total
 

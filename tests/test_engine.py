@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from retrieval.options import EngineOptions
 from retrieval import Engine, RetrievalError
 from retrieval.engine import ANN_FILE
 
-import retrieval.images
+import retrieval.images.batches
 
 
 def _class_of(path: str) -> str:
@@ -24,8 +25,9 @@ def _forbid_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("an image was decoded")
 
-    monkeypatch.setattr(retrieval.images, "load_image", boom)
-    monkeypatch.setattr("retrieval.engine.load_image", boom)
+    monkeypatch.setattr(retrieval.images.batches, "load_image", boom)
+    monkeypatch.setattr(retrieval.images.batches, "load_image_or_jpeg", boom)
+    monkeypatch.setattr("retrieval.query.load_image", boom)
 
 
 def test_index_then_query_finds_images_of_the_same_class(make_engine, sample_dir: Path) -> None:
@@ -233,10 +235,51 @@ def test_create_refuses_existing_bundle(make_engine, extractor) -> None:
         Engine.create(engine.path, extractor)
 
 
-@pytest.mark.parametrize("option", [{"decode": "gpu"}, {"denoise_at": "later"}, {"denoise": "no/such/checkpoint"},
-                                    {"precision": "fp8"}, {"index": "lsh"}])
-def test_create_with_a_bad_option_writes_nothing(extractor, tmp_path: Path, option: dict) -> None:
+@pytest.mark.parametrize("option", [{"decode": "gpu"}, {"denoise_at": "later"}, {"precision": "fp8"},
+                                    {"batch_size": 0}, {"workers": -1}, {"device": "gpu"}, {"lock_timeout": -1}])
+def test_bad_engine_options_are_refused_on_construction(option: dict) -> None:
+    with pytest.raises(RetrievalError):
+        EngineOptions(**option)
+
+
+@pytest.mark.parametrize("create", [{"options": EngineOptions(denoise="no/such/checkpoint")}, {"backend": "lsh"},
+                                    {"backend": "hnsw", "backend_params": {"nope": 1}},
+                                    {"extractor": {"pooling": "gam"}}, {"extractor": {"colour": "blue"}}])
+def test_create_with_a_bad_argument_writes_nothing(tmp_path: Path, create: dict) -> None:
     """A typo must not leave an empty bundle behind that the next run would open."""
     with pytest.raises(RetrievalError):
-        Engine.create(tmp_path / "bundle", extractor, **option)
+        Engine.create(tmp_path / "bundle", **create)
     assert not (tmp_path / "bundle").exists()
+
+
+_DIE_BEFORE_MANIFEST = """
+import os, sys
+from retrieval import Engine
+from retrieval.catalog import Catalog
+from retrieval.options import EngineOptions
+
+real = Catalog.set_setting
+def dying(self, key, value):
+    if key == "manifest":
+        os._exit(9)  # killed between writing the catalog and the extractor manifest
+    real(self, key, value)
+Catalog.set_setting = dying
+Engine.create(sys.argv[1], backend="hnsw", options=EngineOptions(device="cpu"))
+"""
+
+
+def test_an_interrupted_creation_is_finished_by_the_next_create(tmp_path: Path, extractor, sample_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    bundle = tmp_path / "bundle"
+    run = subprocess.run([sys.executable, "-c", _DIE_BEFORE_MANIFEST, str(bundle)], capture_output=True, timeout=300)
+    assert run.returncode == 9, run.stderr
+    assert (bundle / "catalog.sqlite").is_file()
+    with pytest.raises(RetrievalError, match="interrupted.*again to finish"):
+        Engine.open(bundle)
+    with Engine.create(bundle, extractor, backend="hnsw", options=EngineOptions(device="cpu", workers=0)) as engine:
+        assert engine.index([sample_dir / "cup"]).added == 5
+        assert engine.info()["index"]["type"] == "hnsw"
+    with Engine.open(bundle) as reopened:
+        assert len(reopened) == 5

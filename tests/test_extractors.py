@@ -8,8 +8,10 @@ extra model built beyond the shared default is one Lite0 with average pooling.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import urllib.error
 from pathlib import Path
 
@@ -23,13 +25,14 @@ from typer.testing import CliRunner
 
 import retrieval.extractors.backbones as backbones
 from retrieval import Engine
-from retrieval.cli import app
+from retrieval.options import EngineOptions
+from retrieval.cli.app import app
 from retrieval.errors import ExtractorMismatchError, UnknownNameError, WeightsUnavailableError
 from retrieval.extractors import Extractor, ExtractorConfig, Manifest, create_extractor, list_backbones
 from retrieval.extractors.backbones import _load_by_order, create_trunk, load_weights_file, weights_digest
 from retrieval.extractors.bottleneck import DescriptorNet
 from retrieval.extractors.pooling import create_pooling
-from retrieval.images import Preprocessor, letterbox
+from retrieval.images.preprocess import Preprocessor, letterbox
 
 SAMPLE = Path(__file__).resolve().parents[1] / "scripts" / "sample"
 RESNET18_URL = torchvision.models.get_model_weights("resnet18").DEFAULT.url
@@ -336,14 +339,41 @@ def test_torchvision_weights_from_safetensors_and_wrapped_checkpoints(tmp_path: 
     assert set(loaded) == set(state)
 
 
-def test_torchvision_weights_from_the_hub_cache(torch_home: Path, no_network: list[str], tmp_path: Path) -> None:
+def test_hub_cache_weights_are_used_when_they_match_their_published_hash(
+        torch_home: Path, no_network: list[str], tmp_path: Path) -> None:
+    state = _random_resnet18_file(tmp_path / "w.pth", seed=4)
+    digest = hashlib.sha256((tmp_path / "w.pth").read_bytes()).hexdigest()[:8]
+    url = f"https://download.invalid/models/resnet18-{digest}.pth"
+    cached = torch_home / "hub" / "checkpoints" / os.path.basename(url)
+    cached.parent.mkdir(parents=True)
+    shutil.copy(tmp_path / "w.pth", cached)
+    loaded = backbones._download(url)
+    assert no_network == [], "a cached checkpoint must not be downloaded again"
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_tampered_weights_in_the_hub_cache_are_refused(torch_home: Path, no_network: list[str]) -> None:
+    """resnet18's published file name carries the first hex digits of its SHA-256: other bytes
+    under that name (here: random weights) are not the published weights."""
     cached = torch_home / "hub" / "checkpoints" / os.path.basename(RESNET18_URL)
     _random_resnet18_file(cached, seed=4)
-    _random_resnet18_file(tmp_path / "same.pth", seed=4)
-    trunk = create_trunk("resnet18")
-    assert no_network == [], "a cached checkpoint must not be downloaded again"
-    assert trunk.dim == 512 and trunk.weights_source == RESNET18_URL
-    assert trunk.weights_digest == create_trunk("resnet18", tmp_path / "same.pth").weights_digest
+    with pytest.raises(WeightsUnavailableError, match="published hash"):
+        create_trunk("resnet18")
+    assert no_network == []
+
+
+def test_downloads_check_the_hash_and_load_tensors_only(torch_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, object] = {}
+
+    def fake_load(url: str, **kwargs: object) -> dict[str, torch.Tensor]:
+        seen.update(kwargs, url=url)
+        raise RuntimeError('invalid hash value (expected "f37072fd", got "00000000")')
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_load)
+    with pytest.raises(WeightsUnavailableError, match="failed their check"):
+        create_trunk("resnet18")
+    assert seen["url"] == RESNET18_URL
+    assert seen["check_hash"] is True and seen["weights_only"] is True
 
 
 def test_unreadable_file_in_the_hub_cache(torch_home: Path) -> None:
@@ -404,7 +434,7 @@ def test_manifest_identity_ignores_the_weights_path_but_not_the_digest(extractor
     other = dataclasses.replace(m, weights_digest="0" * 32)
     with pytest.raises(ExtractorMismatchError, match="weights_digest"):
         m.check_compatible(other)
-    for change in ({"image_size": 224}, {"gem_p": 4.0}, {"resize": "squash"}, {"backbone": "resnet18"}):
+    for change in ({"image_size": 224}, {"pooling_params": {"p": 4.0}}, {"resize": "squash"}, {"backbone": "resnet18"}):
         changed = dataclasses.replace(m, config=dataclasses.replace(m.config, **change))
         with pytest.raises(ExtractorMismatchError, match=next(iter(change))):
             m.check_compatible(changed, "given extractor")
@@ -434,12 +464,16 @@ def test_manifest_round_trips_through_json(extractor: Extractor) -> None:
 def test_engine_refuses_an_extractor_with_other_pooling(make_engine, avg_extractor: Extractor) -> None:
     engine = make_engine()
     path = engine.path
-    engine.require_config(pooling="gem", backbone="tf_efficientnet_lite0", image_size=None)
-    with pytest.raises(ExtractorMismatchError, match="pooling"):
-        engine.require_config(pooling="avg")
-    with pytest.raises(ExtractorMismatchError, match="image_size"):
-        engine.require_config(image_size=224, pooling=None)
     engine.close()
+    with Engine.create(path, {"pooling": "gem", "backbone": "tf_efficientnet_lite0", "image_size": None},
+                       exist_ok=True) as same:  # the fields given match; None means "not given"
+        assert same.manifest == engine.manifest
+    with pytest.raises(ExtractorMismatchError, match="pooling"):
+        Engine.create(path, {"pooling": "avg"}, exist_ok=True)
+    with pytest.raises(ExtractorMismatchError, match="image_size"):
+        Engine.open(path, extractor={"image_size": 224})
+    with pytest.raises(ExtractorMismatchError, match="p"):
+        Engine.open(path, extractor={"pooling_params": {"p": 4.0}})
     with pytest.raises(ExtractorMismatchError, match="pooling"):
         Engine.open(path, extractor=avg_extractor)
     with pytest.raises(ExtractorMismatchError, match="pooling"):
@@ -471,7 +505,7 @@ def resnet18_bundle(tmp_path: Path, torch_home: Path) -> tuple[Path, Path, Path]
     old, new = tmp_path / "old" / "r18.pth", tmp_path / "new" / "r18.pth"
     _random_resnet18_file(old, seed=5)
     config = ExtractorConfig(backbone="resnet18", weights=str(old), image_size=224)
-    Engine.create(tmp_path / "r18-bundle", config, device="cpu", workers=0).close()
+    Engine.create(tmp_path / "r18-bundle", config, options=EngineOptions(device="cpu", workers=0)).close()
     new.parent.mkdir()
     old.rename(new)
     return tmp_path / "r18-bundle", old, new
@@ -480,7 +514,7 @@ def resnet18_bundle(tmp_path: Path, torch_home: Path) -> tuple[Path, Path, Path]
 def test_engine_accepts_the_same_weights_under_another_path(resnet18_bundle, tmp_path: Path) -> None:
     bundle, old, new = resnet18_bundle
     moved = create_extractor(ExtractorConfig(backbone="resnet18", weights=str(new), image_size=224), "cpu")
-    with Engine.open(bundle, extractor=moved, device="cpu", workers=0) as engine:
+    with Engine.open(bundle, extractor=moved, options=EngineOptions(device="cpu", workers=0)) as engine:
         photo = tmp_path / "photo.jpg"
         _photo("cup", "image_0001.jpg").save(photo)
         assert engine.add([photo]).embedded == 1

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from retrieval import Engine, ann
-from retrieval.cli import app
+from retrieval.cli.app import app
 from retrieval.filters import Filter
 
 from .annhelpers import (StubExtractor, Synthetic, clustered, commit, copy_bundle, photo_template,
@@ -84,14 +84,14 @@ def test_reindex_switches_every_backend_from_the_stored_vectors(synthetic: Synth
 def test_reindex_and_info_on_the_command_line(synthetic: Synthetic) -> None:
     path = str(synthetic.engine.path)
     synthetic.engine.close()
-    result = runner.invoke(app, ["reindex", "--index", "hnsw", "--param", "M=12", "--param", "ef_search=40",
+    result = runner.invoke(app, ["reindex", "--backend", "hnsw", "--param", "M=12", "--param", "ef_search=40",
                                  "-i", path, "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["params"] == {"M": 12, "ef_construction": 80, "ef_search": 40}
     info = runner.invoke(app, ["info", "-i", path])
     assert "ann index   hnsw, M=12, ef_construction=80, ef_search=40" in info.stdout
-    bad = runner.invoke(app, ["reindex", "--index", "hnsw", "--param", "nlist=12", "-i", path])
-    assert bad.exit_code == 2 and "bad parameter for the hnsw index" in bad.stderr
+    bad = runner.invoke(app, ["reindex", "--backend", "hnsw", "--param", "nlist=12", "-i", path])
+    assert bad.exit_code == 2 and "has no parameter 'nlist'" in bad.stderr
     assert "Traceback" not in bad.output
 
 

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from retrieval.errors import UnknownNameError
+from retrieval.errors import RetrievalError, UnknownNameError
 from retrieval.extractors.pooling import (
     POOLINGS,
     AvgPool,
@@ -64,7 +64,7 @@ def test_pooling_matches_plain_reference(name: str, shape: tuple[int, int, int, 
 def test_modules_from_registry_match_the_functions(name: str) -> None:
     fn, ref = REFERENCES[name]
     module = create_pooling(name)
-    assert isinstance(module, POOLINGS[name])
+    assert isinstance(module, POOLINGS.entry(name).factory)
     x = _fmap(2, 6, 5, 4, seed=3)
     out = module(x)
     assert out.shape == (2, 6)
@@ -213,7 +213,9 @@ def test_valid_mask_non_square_feature_map() -> None:
 def test_create_pooling_registry() -> None:
     assert set(POOLINGS) == {"gem", "avg", "max"}
     assert isinstance(create_pooling("gem"), GeM)
-    assert create_pooling("gem", gem_p=4.0).p.item() == 4.0
+    assert create_pooling("gem").p.item() == 3.0  # the declared default
+    assert create_pooling("gem", {"p": 4.0}).p.item() == 4.0
+    assert create_pooling("gem", {"p": "4.5"}).p.item() == 4.5  # as typed on a command line
     assert isinstance(create_pooling("avg"), AvgPool)
     assert isinstance(create_pooling("max"), MaxPool)
 
@@ -227,3 +229,15 @@ def test_create_pooling_unknown_name(name: str) -> None:
     assert repr(name) in message
     for known in ("gem", "avg", "max"):
         assert known in message
+
+
+@pytest.mark.parametrize("params, complaint", [({"p": 0.5}, "from 1 to 20"), ({"p": "high"}, "a number"),
+                                               ({"p": float("nan")}, "finite"), ({"q": 3}, "parameters: p")])
+def test_pooling_parameters_are_checked_by_the_registry(params: dict, complaint: str) -> None:
+    with pytest.raises(RetrievalError, match=complaint):
+        create_pooling("gem", params)
+
+
+def test_avg_and_max_take_no_parameters() -> None:
+    with pytest.raises(RetrievalError, match="parameters: none"):
+        create_pooling("avg", {"p": 3})

@@ -5,24 +5,31 @@ declares (type, range), so a typo or an out-of-range value is one clear error be
 anything is built or saved, never a FAISS abort, a huge allocation or an index that
 silently finds nothing. Checks that need the vector dimension (IVF-PQ's `pq_m` must
 divide it) run in :func:`check_settings` once the dimension is known.
+
+The backend modules import FAISS and Annoy (a second or more on a CPU box): they, and so
+:data:`BACKENDS` and :func:`gpu_available`, load on first use (PEP 562), so that opening a
+bundle to read its catalog (``retrieve info``, ``retrieve tag``) imports neither.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RetrievalError
 from ..registry import Param, Registry, unknown_name
-from .annoy_index import AnnoyBackend
 from .base import AnnIndex, search_reranked
-from .faiss_index import FaissFlat, FaissHNSW, FaissIVF, FaissIVFPQ, gpu_available
+
+if TYPE_CHECKING:
+    from .gpu import gpu_available
+
+    BACKENDS: Registry[AnnIndex]
 
 __all__ = ["AnnIndex", "AUTO", "BACKENDS", "check_settings", "create_index", "load_index", "resolve_auto",
            "gpu_available", "search_reranked"]
-
 
 
 def _declared(backend: type[AnnIndex]) -> dict[str, Param]:
@@ -32,10 +39,27 @@ def _declared(backend: type[AnnIndex]) -> dict[str, Param]:
     return {k: dataclasses.replace(p, default=signature[k].default) for k, p in backend.PARAMS.items()}
 
 
-BACKENDS: Registry[AnnIndex] = Registry("ANN index")
-for _backend in (FaissFlat, FaissIVF, FaissIVFPQ, FaissHNSW, AnnoyBackend):
-    BACKENDS.add(_backend.name, _backend, params=_declared(_backend),
-                 help=(_backend.__doc__ or "").strip().splitlines()[0])
+@functools.cache
+def _backends() -> Registry[AnnIndex]:
+    """:data:`BACKENDS`, built (and FAISS and Annoy imported) on first use."""
+    from .annoy_index import AnnoyBackend
+    from .faiss_index import FaissFlat, FaissHNSW, FaissIVF, FaissIVFPQ
+
+    backends: Registry[AnnIndex] = Registry("ANN index")
+    for backend in (FaissFlat, FaissIVF, FaissIVFPQ, FaissHNSW, AnnoyBackend):
+        backends.add(backend.name, backend, params=_declared(backend),
+                     help=(backend.__doc__ or "").strip().splitlines()[0])
+    return backends
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BACKENDS":
+        return _backends()
+    if name == "gpu_available":
+        from .gpu import gpu_available
+        return gpu_available
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 AUTO = "auto"  # not a backend: a setting that picks one by collection size at every rebuild
 
@@ -80,18 +104,19 @@ def check_settings(name: str, params: Mapping[str, Any], dim: int | None = None)
         if params:
             raise RetrievalError("the auto index takes no parameters; name a backend to set them")
         return {}
-    if name not in BACKENDS:
-        raise unknown_name(BACKENDS.kind, name, [*BACKENDS, AUTO])
+    backends = _backends()
+    if name not in backends:
+        raise unknown_name(backends.kind, name, [*backends, AUTO])
     # None asks for the default decided at build time, as leaving the parameter out does
-    checked = {k: v for k, v in BACKENDS.resolve(name, params).items() if v is not None}
+    checked = {k: v for k, v in backends.resolve(name, params).items() if v is not None}
     if dim is not None:
-        BACKENDS.create(name, checked, dim)  # an empty index: constructors check what needs dim
+        backends.create(name, checked, dim)  # an empty index: constructors check what needs dim
     return checked
 
 
 def create_index(name: str, dim: int, **params: Any) -> AnnIndex:
     """A new, empty index of the named backend (parameters validated)."""
-    return BACKENDS.create(name, params, dim)
+    return _backends().create(name, params, dim)
 
 
 def load_index(name: str, dim: int, payload: bytes, params: Mapping[str, Any]) -> AnnIndex:
@@ -101,5 +126,6 @@ def load_index(name: str, dim: int, payload: bytes, params: Mapping[str, Any]) -
         RetrievalError: unknown backend or parameters (a file from elsewhere).
         ValueError: the payload is damaged or inconsistent (see ``AnnIndex.from_bytes``).
     """
-    backend: type[AnnIndex] = BACKENDS.entry(name).factory  # type: ignore[assignment]  # entries are classes
-    return backend.from_bytes(dim, payload, BACKENDS.check(name, params))
+    backends = _backends()
+    backend: type[AnnIndex] = backends.entry(name).factory  # type: ignore[assignment]  # entries are classes
+    return backend.from_bytes(dim, payload, backends.check(name, params))

@@ -42,6 +42,8 @@ def index(
     batch_size: BatchSize = RUN_DEFAULTS.batch_size,
     workers: Workers = RUN_DEFAULTS.workers,
     decode: Decode = RUN_DEFAULTS.decode,
+    follow_links: Annotated[bool, typer.Option(
+        "--follow-links", help="Follow symbolic links that lead out of the FOLDERs (left out by default).")] = False,
     json_out: JsonOut = False,
     quiet: Quiet = False,
 ) -> None:
@@ -61,7 +63,7 @@ def index(
                             decode=decode, denoise=denoise, denoise_at="index")
     with Engine.create(index_dir, spec, backend=backend, backend_params=parse_pairs(param, "--param"),
                        exist_ok=True, options=options) as engine, progress_bar(not quiet) as progress:
-        report = engine.index(folders, progress=progress)
+        report = engine.index(folders, progress=progress, follow_links=follow_links)
     _print_report(report, json_out)
 
 

@@ -1,33 +1,43 @@
 """Extractors turn images into vectors. ``create_extractor`` builds one from its config;
-``resolve_extractor`` turns a backbone name or a trained checkpoint's path into that config."""
+``resolve_extractor`` turns a backbone name or a trained checkpoint's path into that config.
+
+What identifies an extractor (:class:`ExtractorConfig`, :class:`Manifest`) imports no
+torch, so opening a bundle and reading its catalog stays fast; the torch parts
+(:class:`Extractor`, the backbones, the families registered in :data:`EXTRACTORS`) are
+imported on first use (PEP 562) or when a model is built.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Callable
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UnknownNameError
-from .autoencoder import AutoencoderExtractor
-from .backbones import BACKBONES, DEFAULT_BACKBONE, list_backbones
-from .base import Extractor, ExtractorConfig, Manifest, resolve_device
-from .bottleneck import BottleneckExtractor
+from ..options import resolve_device
+from ..registry import Registry
+from .config import DEFAULT_BACKBONE, ExtractorConfig, Manifest
 from .pooling import POOLINGS
-from .trained import trained_config
-from .triplet import TripletExtractor
+
+if TYPE_CHECKING:
+    import torch
+
+    from .backbones import list_backbones
+    from .base import Extractor
 
 __all__ = [
     "DEFAULT_BACKBONE", "EXTRACTORS", "Extractor", "ExtractorConfig", "Manifest",
     "create_extractor", "list_backbones", "POOLINGS", "resolve_device", "resolve_extractor",
 ]
 
-EXTRACTORS: dict[str, Callable[..., Extractor]] = {
-    "bottleneck": BottleneckExtractor,
-    "triplet": TripletExtractor,  # `retrieve train triplet` checkpoints
-    "autoencoder": AutoencoderExtractor,  # `retrieve train autoencoder` checkpoints
-}
+_LAZY = {"Extractor": ".base", "list_backbones": ".backbones"}
+
+EXTRACTORS: Registry[Extractor] = Registry("extractor kind")
+EXTRACTORS.add("bottleneck", f"{__name__}.bottleneck:BottleneckExtractor", help="a pretrained trunk and a pooling")
+EXTRACTORS.add("triplet", f"{__name__}.triplet:TripletExtractor", help="a `retrieve train triplet` checkpoint")
+EXTRACTORS.add("autoencoder", f"{__name__}.autoencoder:AutoencoderExtractor",
+               help="a `retrieve train autoencoder` checkpoint's code")
 
 
 def create_extractor(config: ExtractorConfig, device: str | torch.device = "cpu",
@@ -37,9 +47,7 @@ def create_extractor(config: ExtractorConfig, device: str | torch.device = "cpu"
     Args:
         precision: auto (bf16/fp16 on a GPU, fp32 on the CPU), fp32, bf16 or fp16.
     """
-    if config.kind not in EXTRACTORS:
-        raise UnknownNameError(f"unknown extractor kind {config.kind!r}; choose {', '.join(EXTRACTORS)}")
-    return EXTRACTORS[config.kind](config, device, precision)
+    return EXTRACTORS.entry(config.kind).factory(config, device, precision)
 
 
 def resolve_extractor(spec: str | os.PathLike[str]) -> ExtractorConfig:
@@ -49,9 +57,19 @@ def resolve_extractor(spec: str | os.PathLike[str]) -> ExtractorConfig:
         UnknownNameError: `spec` is neither a backbone name nor an existing path.
         RetrievalError: the path holds no readable checkpoint.
     """
+    from .backbones import BACKBONES, list_backbones
+    from .trained import trained_config
+
     if isinstance(spec, str) and spec in BACKBONES:
         return ExtractorConfig(backbone=spec)
     if str(spec).strip() and Path(spec).expanduser().exists():  # "" would be the current folder
         return trained_config(Path(spec).expanduser())
     raise UnknownNameError(f"extractor {str(spec)!r} is neither a backbone ({', '.join(list_backbones())}) "
                            "nor the path of a trained checkpoint")
+
+
+def __getattr__(name: str) -> Any:
+    """The torch parts, imported on first use (PEP 562)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

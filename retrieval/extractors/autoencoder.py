@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import RetrievalError
-from ..training.checkpoint import load_model
-from .base import ExtractorConfig
+from .checkpoint import load_model
+from .config import ExtractorConfig
 from .bottleneck import DescriptorNet
 from .pooling import create_pooling
 from .trained import Built, TrainedExtractor
@@ -56,6 +56,7 @@ class DenoisingAutoencoder(nn.Module):
         self.fuse = nn.ModuleList(_conv(c, c) for c in outs[:-1])  # after each skip is added, below full size
         self.out = nn.Conv2d(width, 3, 3, 1, 1)
         nn.init.zeros_(self.out.weight)  # starts as the identity: clean images pass unharmed
+        assert self.out.bias is not None  # Conv2d's default bias=True
         nn.init.zeros_(self.out.bias)
         self.width, self.levels = width, levels
 
@@ -105,6 +106,6 @@ class AutoencoderExtractor(TrainedExtractor):
     def build(cls, state: dict[str, torch.Tensor], saved: dict[str, Any], config: ExtractorConfig) -> Built:
         model = _restore(state, saved)
         mean, std = (0.5, 0.5, 0.5), (1.0, 1.0, 1.0)
-        net = DescriptorNet(model.encoder, create_pooling(config.pooling, config.gem_p), mean, std,
+        net = DescriptorNet(model.encoder, create_pooling(config.pooling, config.pooling_params), mean, std,
                             config.image_size)
         return Built(net, model.width * 2 ** (model.levels - 1), mean, std, saved["extractor"]["interpolation"])

@@ -1,6 +1,6 @@
 """CNN trunks (everything up to the last feature map) and the loading of their weights.
 
-A registry maps a backbone name to a builder. Builders return a :class:`Trunk`, which
+A :class:`~retrieval.registry.Registry` maps a backbone name to a builder. Builders return a :class:`Trunk`, which
 carries the preprocessing constants the weights were trained with and a digest of the
 weights, so an index can tell later whether it is being fed the same network.
 
@@ -15,19 +15,21 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 import urllib.error
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, cast
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import UnknownNameError, WeightsUnavailableError
+from ..errors import WeightsUnavailableError
+from ..registry import Registry
+from .config import DEFAULT_BACKBONE
 
 __all__ = ["Trunk", "BACKBONES", "DEFAULT_BACKBONE", "create_trunk", "list_backbones", "weights_digest"]
-
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,22 +49,12 @@ class Trunk:
 
 
 Builder = Callable[[str | None], Trunk]
-BACKBONES: dict[str, Builder] = {}
-
-
-def register_backbone(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: record a trunk builder under `name`."""
-
-    def wrap(fn: Builder) -> Builder:
-        BACKBONES[name] = fn
-        return fn
-
-    return wrap
+BACKBONES: Registry[Trunk] = Registry("backbone")
 
 
 def list_backbones() -> list[str]:
     """Names accepted by :func:`create_trunk`."""
-    return sorted(BACKBONES)
+    return sorted(BACKBONES.names())
 
 
 def create_trunk(name: str, weights: str | os.PathLike[str] | None = None) -> Trunk:
@@ -76,11 +68,7 @@ def create_trunk(name: str, weights: str | os.PathLike[str] | None = None) -> Tr
         UnknownNameError: the name is not registered.
         WeightsUnavailableError: no weights could be found (offline, no file).
     """
-    if name not in BACKBONES:
-        raise UnknownNameError(
-            f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}"
-        )
-    trunk = BACKBONES[name](str(weights) if weights is not None else None)
+    trunk = BACKBONES.entry(name).factory(str(weights) if weights is not None else None)
     trunk.module.eval()
     return trunk
 
@@ -105,8 +93,9 @@ def load_weights_file(path: str) -> dict[str, torch.Tensor]:
 
             return load_file(str(p))
         obj = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file
-        raise WeightsUnavailableError(f"cannot read weights file {path}: {e}") from None
+    except Exception as e:  # torch raises many types for a bad file, some with pages of advice
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise WeightsUnavailableError(f"cannot read weights file {path}: {first}") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
@@ -162,7 +151,7 @@ def _lite_builder(variant: int) -> Builder:
             state = torch.load(source, map_location="cpu", weights_only=True)
         _load_by_order(model, state, source)
         trunk = _TimmTrunk(model)
-        return Trunk(trunk, model.num_features, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
+        return Trunk(trunk, int(cast(Any, model).num_features), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5),
                      "bicubic", weights_digest(trunk), str(source))
 
     return build
@@ -171,7 +160,7 @@ def _lite_builder(variant: int) -> Builder:
 class _TimmTrunk(nn.Module):
     """Wraps a timm model so forward() returns the pre-pooling feature map."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: Any) -> None:  # a timm model: reset_classifier, forward_features
         super().__init__()
         self.model = model
         model.reset_classifier(0)
@@ -181,7 +170,7 @@ class _TimmTrunk(nn.Module):
 
 
 for _v in (0, 1, 2):
-    register_backbone(f"tf_efficientnet_lite{_v}")(_lite_builder(_v))
+    BACKBONES.add(f"tf_efficientnet_lite{_v}", _lite_builder(_v), help="timm EfficientNet-Lite, packaged weights")
 
 
 # --------------------------------------------------------------------------- torchvision
@@ -195,7 +184,7 @@ def _torchvision_builder(arch: str, trunk_of: Callable[[nn.Module], nn.Module], 
         if weights is not None:
             state, source = load_weights_file(weights), weights
         else:
-            published = torchvision.models.get_model_weights(arch).DEFAULT
+            published = cast(Any, torchvision.models.get_model_weights(arch)).DEFAULT
             state, source = _download(published.url), published.url
         try:
             model.load_state_dict(state)
@@ -210,16 +199,23 @@ def _torchvision_builder(arch: str, trunk_of: Callable[[nn.Module], nn.Module], 
 
 
 def _download(url: str) -> dict[str, torch.Tensor]:
-    """Fetch published weights through torch's cache; a clear error when offline."""
+    """Fetch published weights through torch's cache, checked against the hash that the
+    published file name carries (``resnet18-f37072fd.pth``) and loaded as tensors only
+    (``weights_only``: nothing in the file is executed). A clear error when offline."""
     cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-    if cache.is_file():  # read it ourselves, so a bad cached file gets a clear error too
+    if cache.is_file():  # read it ourselves, so a bad or tampered cached file gets a clear error too
+        _check_published_hash(cache)
         try:
             return load_weights_file(str(cache))
         except WeightsUnavailableError as e:
             raise WeightsUnavailableError(f"cached weights unreadable ({e}); delete {cache} "
                                           "or pass --weights FILE") from None
     try:
-        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False, check_hash=True,
+                                                  weights_only=True)
+    except RuntimeError as e:  # torch.hub's hash mismatch (the partial download is removed)
+        raise WeightsUnavailableError(f"weights downloaded from {url} failed their check ({e}); "
+                                      "try again, or pass --weights FILE") from None
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         raise WeightsUnavailableError(
             f"cannot download weights from {url} ({getattr(e, 'reason', e)}). "
@@ -228,15 +224,29 @@ def _download(url: str) -> dict[str, torch.Tensor]:
         ) from None
 
 
+def _check_published_hash(path: Path) -> None:
+    """Raise unless the file's SHA-256 starts with the hash prefix in its published name."""
+    match = re.search(r"-([a-f0-9]{8,})\.", path.name)
+    if match is None:
+        return
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if not h.hexdigest().startswith(match.group(1)):
+        raise WeightsUnavailableError(f"cached weights {path} do not match their published hash "
+                                      f"{match.group(1)}...: delete the file to download it again, or pass --weights FILE")
+
+
 def _resnet_trunk(m: nn.Module) -> nn.Module:
     return nn.Sequential(*list(m.children())[:-2])
 
 
-def _features_trunk(m: nn.Module) -> nn.Module:
+def _features_trunk(m: Any) -> nn.Module:  # torchvision's EfficientNet, MobileNet: a .features Sequential
     return m.features
 
 
-def _vgg_trunk(m: nn.Module) -> nn.Module:
+def _vgg_trunk(m: Any) -> nn.Module:
     return m.features[:-1]  # drop the last max-pool: pooling is ours to choose
 
 
@@ -247,4 +257,4 @@ for _arch, _trunk, _dim in (
     ("mobilenet_v3_large", _features_trunk, 960),
     ("vgg16", _vgg_trunk, 512),
 ):
-    register_backbone(_arch)(_torchvision_builder(_arch, _trunk, _dim))
+    BACKBONES.add(_arch, _torchvision_builder(_arch, _trunk, _dim), help="torchvision, published weights")

@@ -1,123 +1,22 @@
-"""What every extractor is: a config that rebuilds it, a manifest that identifies it,
-and the two steps of embedding (host-side preprocessing, device-side forward)."""
+"""What every extractor is: a manifest that identifies it (:mod:`.config`) and the two
+steps of embedding (host-side preprocessing, device-side forward)."""
 
 from __future__ import annotations
 
 import abc
-import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import ExtractorMismatchError, RetrievalError, UnknownNameError
-from ..images import Preprocessor
+from ..errors import RetrievalError
+from ..images.preprocess import Preprocessor
+from .config import Manifest
 
-__all__ = ["ExtractorConfig", "Manifest", "Extractor", "resolve_device", "RESIZE_MODES", "PRECISIONS"]
-
-RESIZE_MODES = ("letterbox", "squash")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+__all__ = ["Extractor"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ExtractorConfig:
-    """Everything needed to rebuild an extractor; stored with each index.
-
-    Fields left at None take the extractor's defaults when it is built.
-    """
-
-    kind: str = "bottleneck"  # registry name of the extractor family
-    backbone: str = "tf_efficientnet_lite0"
-    weights: str | None = None  # local weights file; None: packaged or published weights
-    pooling: str = "gem"  # gem | avg | max
-    gem_p: float = 3.0
-    image_size: int = 288  # canvas side in pixels (288 beat 224 and matched 320 on Caltech-101)
-    resize: str = "letterbox"  # letterbox keeps the aspect ratio; squash is the classic baseline
-
-    def __post_init__(self) -> None:
-        if self.resize not in RESIZE_MODES:
-            raise UnknownNameError(f"unknown resize mode {self.resize!r}; choose {', '.join(RESIZE_MODES)}")
-        if not 32 <= self.image_size <= 2048:
-            raise RetrievalError(f"image size {self.image_size} out of range (32 to 2048)")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ExtractorConfig:
-        """Rebuild from a stored dict, ignoring keys this version does not know."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """How an index's vectors were made. Two extractors are compatible iff equal here."""
-
-    config: ExtractorConfig
-    dim: int
-    weights_digest: str
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    interpolation: str
-    normalisation: str = "l2"
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that decide compatibility (a weights *path* does not; its digest does)."""
-        d = self.to_dict()
-        d["config"].pop("weights", None)
-        return d
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Manifest:
-        """Rebuild from a stored dict, ignoring keys this version does not know."""
-        names = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in names}
-        d["config"] = ExtractorConfig.from_dict(d["config"])
-        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
-        return cls(**d)
-
-    def check_compatible(self, other: Manifest, what: str = "extractor") -> None:
-        """Raise ExtractorMismatchError naming the first differing fields."""
-        mine, theirs = _flatten(self.identity()), _flatten(other.identity())
-        diffs = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
-        if diffs:
-            detail = "; ".join(f"{k}: index has {mine.get(k)!r}, {what} has {theirs.get(k)!r}" for k in diffs[:3])
-            raise ExtractorMismatchError(
-                f"the {what} differs from the one this index was built with ({detail}). "
-                "Use the index's own extractor, or build a new index."
-            )
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks CUDA when a GPU is visible, else the CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RetrievalError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
-    return dev
 
 
 class Extractor(abc.ABC):

@@ -8,11 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbones import create_trunk
-from ..errors import UnknownNameError
-from .base import PRECISIONS, Extractor, ExtractorConfig, Manifest, resolve_device
+from ..options import resolve_device
+from .base import Extractor
+from .config import ExtractorConfig, Manifest
+from ..options import autocast, resolve_precision
 from .pooling import create_pooling, valid_mask
 
-__all__ = ["BottleneckExtractor", "DescriptorNet", "resolve_precision"]
+__all__ = ["BottleneckExtractor", "DescriptorNet"]
 
 
 class DescriptorNet(nn.Module):
@@ -21,6 +23,9 @@ class DescriptorNet(nn.Module):
     Kept as one module so that a fine-tuned variant (issue: triplet head) can subclass it
     and so the whole forward can be compiled or exported as a unit.
     """
+
+    scale: torch.Tensor  # buffers, registered below
+    shift: torch.Tensor
 
     def __init__(self, trunk: nn.Module, pooling: nn.Module, mean: tuple[float, ...],
                  std: tuple[float, ...], image_size: int) -> None:
@@ -59,7 +64,7 @@ class BottleneckExtractor(Extractor):
             mean=trunk.mean, std=trunk.std, interpolation=trunk.interpolation,
         )
         self.weights_source = trunk.weights_source
-        self._place(DescriptorNet(trunk.module, create_pooling(config.pooling, config.gem_p),
+        self._place(DescriptorNet(trunk.module, create_pooling(config.pooling, config.pooling_params),
                                   trunk.mean, trunk.std, config.image_size))
 
     def _place(self, net: nn.Module) -> None:
@@ -75,29 +80,3 @@ class BottleneckExtractor(Extractor):
         with autocast(self.device, self.precision):
             out = self.net(pixels, heights.to(self.device), widths.to(self.device))
         return out.float().cpu().numpy()
-
-
-def check_precision(precision: str) -> str:
-    """`precision`, if it is one of PRECISIONS.
-
-    Raises:
-        UnknownNameError: it is not.
-    """
-    if precision not in PRECISIONS:
-        raise UnknownNameError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
-    return precision
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' is bf16 on a GPU that supports it (fp16 otherwise) and fp32 on the CPU."""
-    if check_precision(precision) != "auto":
-        return precision
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """The autocast context for a resolved precision: bf16 or fp16, or off for fp32."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

@@ -13,15 +13,12 @@ import os
 import numpy as np
 import torch
 
-from ..images import Preprocessor
+from ..images.preprocess import Preprocessor
 from .autoencoder import load_autoencoder
-from .base import Extractor, resolve_device
-from .bottleneck import autocast, resolve_precision
+from .base import Extractor
+from ..options import autocast, resolve_device, resolve_precision
 
-__all__ = ["DENOISE_AT", "Denoiser", "DenoisingExtractor"]
-
-DENOISE_AT = ("query", "index", "both")  # when an Engine cleans images
-
+__all__ = ["Denoiser", "DenoisingExtractor"]
 
 class Denoiser:
     """A denoising autoencoder checkpoint, loaded once, applied to canvases."""

@@ -17,10 +17,12 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import RetrievalError
-from ..training.checkpoint import checkpoint_dir, load_model, read_config
+from .checkpoint import checkpoint_dir, load_model, read_config
 from .backbones import weights_digest
-from .base import ExtractorConfig, Manifest, resolve_device
-from .bottleneck import BottleneckExtractor, DescriptorNet, resolve_precision
+from .config import ExtractorConfig, Manifest
+from ..options import resolve_device
+from .bottleneck import BottleneckExtractor, DescriptorNet
+from ..options import resolve_precision
 
 __all__ = ["Built", "TrainedExtractor", "trained_config"]
 

@@ -21,9 +21,9 @@ from torch import nn
 
 from ..errors import RetrievalError
 from .backbones import Trunk, create_trunk
-from .base import ExtractorConfig
+from .config import ExtractorConfig
 from .bottleneck import DescriptorNet
-from .pooling import create_pooling, valid_mask
+from .pooling import create_pooling, stored_pooling_params, valid_mask
 from .trained import Built, TrainedExtractor
 
 __all__ = ["TripletNet", "TripletExtractor", "build_triplet_net", "trunk_stages"]
@@ -105,12 +105,13 @@ def build_triplet_net(model: dict[str, Any], image_size: int) -> tuple[TripletNe
     """A TripletNet on the pretrained trunk named in `model` (a checkpoint's "model" section),
     and that trunk's facts (preprocessing constants).
 
-    Keys: backbone, backbone_weights (file or None), pooling, gem_p, dim, frozen_stages.
+    Keys: backbone, backbone_weights (file or None), pooling, pooling_params (or 0.1's gem_p), dim,
+    frozen_stages.
     """
     trunk = create_trunk(model["backbone"], model.get("backbone_weights"))
     if not 1 <= model["dim"] <= trunk.dim:
         raise RetrievalError(f"head dimension {model['dim']} out of range (1 to {trunk.dim}, the trunk's)")
-    net = TripletNet(trunk.module, create_pooling(model["pooling"], model["gem_p"]), trunk.mean, trunk.std,
+    net = TripletNet(trunk.module, create_pooling(model["pooling"], stored_pooling_params(model)), trunk.mean, trunk.std,
                      image_size, trunk.dim, model["dim"], model["frozen_stages"])
     return net, trunk
 

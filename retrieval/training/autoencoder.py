@@ -126,7 +126,7 @@ def train_autoencoder(data: str | os.PathLike[str] | list[str], out: str | os.Pa
     describe = {
         "kind": "autoencoder",
         "model": {"width": settings.width, "levels": settings.levels},
-        "extractor": {"backbone": "denoising-autoencoder", "pooling": "gem", "gem_p": 3.0,
+        "extractor": {"backbone": "denoising-autoencoder", "pooling": "gem", "pooling_params": {"p": 3.0},
                       "image_size": settings.image_size, "resize": settings.resize, "interpolation": "bicubic"},
         "data": {"images": len(paths), "train": len(train_set.pixels), "validation": len(val_set.pixels),
                  "corrupted_psnr": round(corrupted_psnr, 3)},

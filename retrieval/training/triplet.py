@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ from ..errors import RetrievalError, UnknownNameError
 from ..evaluation.labels import LabelledImages, read_labelled
 from ..evaluation.metrics import evaluate
 from ..extractors.backbones import DEFAULT_BACKBONE
+from ..extractors.pooling import POOLINGS
 from ..extractors.triplet import TripletNet, build_triplet_net
 from ..images.batches import DecodedBatch, default_workers
 from ..images.embedding import EmbedLoop
@@ -67,7 +68,7 @@ class TripletSettings:
     embed_size: int = 288  # canvas side of the extractor that training writes
     resize: str = "letterbox"
     pooling: str = "gem"
-    gem_p: float = 3.0
+    pooling_params: dict[str, float] = field(default_factory=dict)  # checked, defaults filled: GeM p=3
     cache_views: int = 4  # fixed augmented views per image with the prefix cached; 0: fresh views each epoch
     val_fraction: float = 0.1  # held out of every class for validation mAP
     seed: int = 0
@@ -110,7 +111,8 @@ def train_triplet(data: LabelledImages | str | os.PathLike[str], out: str | os.P
     precision = resolve_precision(settings.precision, device)
     workers = default_workers(settings.workers)
     model = {"backbone": settings.backbone, "backbone_weights": settings.backbone_weights,
-             "pooling": settings.pooling, "gem_p": settings.gem_p, "dim": settings.dim,
+             "pooling": settings.pooling, "pooling_params": POOLINGS.resolve(settings.pooling, settings.pooling_params),
+             "dim": settings.dim,
              "frozen_stages": settings.frozen_stages}
     net, trunk = build_triplet_net(model, settings.image_size)
     net = net.to(device).eval()  # batch-norm statistics stay frozen: training matches inference
@@ -164,7 +166,7 @@ def train_triplet(data: LabelledImages | str | os.PathLike[str], out: str | os.P
 
     describe = {
         "kind": "triplet", "model": model,
-        "extractor": {"backbone": settings.backbone, "pooling": settings.pooling, "gem_p": settings.gem_p,
+        "extractor": {"backbone": settings.backbone, "pooling": settings.pooling, "pooling_params": model["pooling_params"],
                       "image_size": settings.embed_size, "resize": settings.resize},
         "data": {"images": len(images), "classes": len(images.classes), "train": len(train), "validation": len(val)},
     }

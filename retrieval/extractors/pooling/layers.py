@@ -1,20 +1,17 @@
-"""Global pooling of CNN feature maps into one vector per image.
+"""The poolings' torch code: plain functions and thin ``nn.Module`` wrappers.
 
-Each pooling is a plain function plus a thin ``nn.Module``, registered by name. All take
-an optional validity mask so that the grey padding of a letterboxed image does not
-dilute the descriptor: only feature cells that cover real pixels are pooled.
+Registered by name (with their declared parameters) in :mod:`retrieval.extractors.pooling`;
+build them with its ``create_pooling``. All take an optional validity mask so that the grey
+padding of a letterboxed image does not dilute the descriptor: only feature cells that
+cover real pixels are pooled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-from ..errors import UnknownNameError
-
-__all__ = ["gem", "avg", "max_", "GeM", "AvgPool", "MaxPool", "POOLINGS", "create_pooling", "valid_mask"]
+__all__ = ["gem", "avg", "max_", "GeM", "AvgPool", "MaxPool", "valid_mask"]
 
 
 def valid_mask(
@@ -98,14 +95,3 @@ class MaxPool(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return max_(x, mask)
-
-
-POOLINGS: dict[str, Callable[..., nn.Module]] = {"gem": GeM, "avg": AvgPool, "max": MaxPool}
-
-
-def create_pooling(name: str, gem_p: float = 3.0) -> nn.Module:
-    """Build a pooling module by registry name ('gem', 'avg', 'max')."""
-    if name not in POOLINGS:
-        raise UnknownNameError(f"unknown pooling {name!r}; choose one of {', '.join(POOLINGS)}")
-    return GeM(gem_p) if name == "gem" else POOLINGS[name]()
-

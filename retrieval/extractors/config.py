@@ -1,0 +1,105 @@
+"""What identifies an extractor, without building it: the config that rebuilds it and the
+manifest that an index stores. Torch-free, so opening a bundle costs no torch import."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..errors import ExtractorMismatchError, RetrievalError, UnknownNameError
+from .pooling import POOLINGS, stored_pooling_params
+
+__all__ = ["DEFAULT_BACKBONE", "ExtractorConfig", "Manifest", "RESIZE_MODES"]
+
+DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # embedded: works offline (see backbones.py)
+RESIZE_MODES = ("letterbox", "squash")
+
+
+@dataclass(frozen=True)
+class ExtractorConfig:
+    """Everything needed to rebuild an extractor; stored with each index.
+
+    Fields left at None take the extractor's defaults when it is built.
+    """
+
+    kind: str = "bottleneck"  # registry name of the extractor family
+    backbone: str = DEFAULT_BACKBONE
+    weights: str | None = None  # local weights file; None: packaged or published weights
+    pooling: str = "gem"  # a name in extractors.pooling.POOLINGS: gem | avg | max
+    pooling_params: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"p": 3.0}; defaults filled in
+    image_size: int = 288  # canvas side in pixels (288 beat 224 and matched 320 on Caltech-101)
+    resize: str = "letterbox"  # letterbox keeps the aspect ratio; squash is the classic baseline
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pooling_params", POOLINGS.resolve(self.pooling, self.pooling_params))
+        if self.resize not in RESIZE_MODES:
+            raise UnknownNameError(f"unknown resize mode {self.resize!r}; choose {', '.join(RESIZE_MODES)}")
+        if not 32 <= self.image_size <= 2048:
+            raise RetrievalError(f"image size {self.image_size} out of range (32 to 2048)")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExtractorConfig:
+        """Rebuild from a stored dict, ignoring keys this version does not know."""
+        d = {**d, "pooling_params": stored_pooling_params(d)}
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """How an index's vectors were made. Two extractors are compatible iff equal here."""
+
+    config: ExtractorConfig
+    dim: int
+    weights_digest: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    interpolation: str
+    normalisation: str = "l2"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide compatibility (a weights *path* does not; its digest does)."""
+        d = self.to_dict()
+        d["config"].pop("weights", None)
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        """Rebuild from a stored dict, ignoring keys this version does not know."""
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        d["config"] = ExtractorConfig.from_dict(d["config"])
+        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
+        return cls(**d)
+
+    def check_compatible(self, other: Manifest, what: str = "extractor") -> None:
+        """Raise ExtractorMismatchError naming the first differing fields."""
+        mine, theirs = _flatten(self.identity()), _flatten(other.identity())
+        diffs = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+        if diffs:
+            detail = "; ".join(f"{k}: index has {mine.get(k)!r}, {what} has {theirs.get(k)!r}" for k in diffs[:3])
+            raise ExtractorMismatchError(
+                f"the {what} differs from the one this index was built with ({detail}). "
+                "Use the index's own extractor, or build a new index."
+            )
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

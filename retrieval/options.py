@@ -1,0 +1,119 @@
+"""Run options shared by every part that runs a model: device, precision, autocast, and
+the progress callback type.
+
+torch is imported inside the functions, so a front end can import this module (and the
+CLI can answer ``--help``) without loading it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import RetrievalError, UnknownNameError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["DECODE_MODES", "DENOISE_AT", "PRECISIONS", "EngineOptions", "Progress", "autocast", "check_decode_mode",
+           "check_device", "check_precision", "resolve_device", "resolve_precision"]
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DECODE_MODES = ("auto", "cpu", "device")  # where JPEGs are decoded: auto (on a GPU, there), cpu, device
+DENOISE_AT = ("query", "index", "both")  # when an Engine cleans images with its denoiser
+
+Progress = Callable[[str, int, int], None]
+"""Called as progress(phase, done, total) while long work runs (total 0 when unknown)."""
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA when a GPU is visible, else the CPU."""
+    import torch
+
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RetrievalError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+    return dev
+
+
+def check_precision(precision: str) -> str:
+    """`precision`, if it is one of PRECISIONS.
+
+    Raises:
+        UnknownNameError: it is not.
+    """
+    if precision not in PRECISIONS:
+        raise UnknownNameError(f"unknown precision {precision!r}; choose {', '.join(PRECISIONS)}")
+    return precision
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' is bf16 on a GPU that supports it (fp16 otherwise) and fp32 on the CPU."""
+    import torch
+
+    if check_precision(precision) != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The autocast context for a resolved precision: bf16 or fp16, or off for fp32."""
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def check_decode_mode(mode: str) -> str:
+    """The mode, if it is one of DECODE_MODES: a typo fails before any work is done."""
+    if mode not in DECODE_MODES:
+        raise UnknownNameError(f"unknown decode mode {mode!r}; choose {', '.join(DECODE_MODES)}")
+    return mode
+
+
+def check_device(device: object) -> str:
+    """`device` as text, if it names a torch device kind we run on (auto, cpu, cuda[:N], mps)."""
+    text = str(device)
+    kind, _, ordinal = text.partition(":")
+    if kind not in ("auto", "cpu", "cuda", "mps") or (ordinal and (kind != "cuda" or not ordinal.isdigit())):
+        raise UnknownNameError(f"unknown device {text!r}; choose auto, cpu, cuda or cuda:N")
+    return text
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How an Engine runs: none of this changes the vectors, so none of it is stored in
+    the bundle, and any of it may differ between two processes sharing one index.
+
+    Every field is checked on construction, so a bad option fails before a bundle is
+    created or opened.
+    """
+
+    device: str = "auto"  # auto (CUDA when visible), cpu, cuda, cuda:N
+    precision: str = "auto"  # forward-pass precision: auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16, fp16
+    batch_size: int = 32  # images per forward pass when indexing
+    workers: int | None = None  # decode worker processes; None: one per core, at most 4
+    decode: str = "auto"  # where JPEGs are decoded: auto, cpu (loader workers), device
+    denoise: str | os.PathLike[str] | None = None  # a `retrieve train autoencoder` checkpoint
+    denoise_at: str = "both"  # which images the denoiser cleans: query, index or both
+    lock_timeout: float = 30.0  # seconds a writer waits for another writer before IndexBusyError
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", check_device(self.device))
+        check_precision(self.precision)
+        check_decode_mode(self.decode)
+        if self.denoise_at not in DENOISE_AT:
+            raise UnknownNameError(f"unknown denoise_at {self.denoise_at!r}; choose {', '.join(DENOISE_AT)}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise RetrievalError(f"batch_size must be a positive integer, not {self.batch_size!r}")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int)
+                                         or self.workers < 0):
+            raise RetrievalError(f"workers must be a non-negative integer, not {self.workers!r}")
+        if not isinstance(self.lock_timeout, (int, float)) or not self.lock_timeout >= 0:
+            raise RetrievalError(f"lock_timeout must be a non-negative number of seconds, not {self.lock_timeout!r}")

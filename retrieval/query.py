@@ -1,0 +1,228 @@
+"""Query assembly: from what a caller hands to `search` to ranked hits.
+
+One query is one unit vector. Items are combined (mean of their unit vectors): image
+files (an indexed, unchanged file is looked up rather than re-embedded), PIL images,
+vectors, and indexed ids. The search itself is one widening loop: ask the ANN index for
+more candidates until k hits survive the exclusions, the status check and the dedup fold,
+or the index has nothing more to give.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image
+
+from . import ann, duplicates
+from .catalog import STATUS_OK, Catalog
+from .errors import BadImageError, BadQueryError
+from .filters import Filter
+from .images.decode import load_image
+
+__all__ = ["MAX_K", "Hit", "Query", "QueryItem", "QueryBuilder", "check_k", "nearest", "rocchio", "stored_vectors",
+           "unit"]
+
+MAX_K = 10_000
+"""The most results one search returns: a larger k is a mistake (and would allocate
+k x dim floats per candidate round), not a request."""
+
+QueryItem = Union[str, os.PathLike, Image.Image, np.ndarray, int]
+Query = Union[QueryItem, Sequence[QueryItem]]
+"""A path, a PIL image, a vector, an indexed image's id, or a list of them (combined)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: int
+    path: str
+    score: float
+    metadata: dict[str, Any]
+    duplicates: tuple[str, ...] = ()  # with dedup: paths of lower-ranked copies folded into this hit
+
+
+def check_k(k: object) -> int:
+    """k as an int, if it is one from 1 to MAX_K.
+
+    Raises:
+        BadQueryError: anything else (0, negatives, floats, bools, huge values).
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= MAX_K:
+        raise BadQueryError(f"k must be an integer from 1 to {MAX_K}, not {k!r}")
+    return int(k)
+
+
+def unit(vector: np.ndarray, what: str, dim: int) -> np.ndarray:
+    """`vector` as a float32 unit row vector of the index's dimension.
+
+    Raises:
+        BadQueryError: wrong size, non-finite values, or zero length (no direction to search).
+    """
+    v = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if v.shape[0] != dim:
+        raise BadQueryError(f"{what} has dimension {v.shape[0]}, the index {dim}")
+    if not np.isfinite(v).all():
+        raise BadQueryError(f"{what} holds NaN or infinite values")
+    norm = float(np.linalg.norm(v))
+    if norm < 1e-12:
+        raise BadQueryError(f"{what} is zero: it points nowhere to search")
+    return v / norm
+
+
+def rocchio(liked: np.ndarray, disliked: np.ndarray | None, weight: float, dim: int) -> np.ndarray:
+    """mean(liked) - weight * mean(disliked), as a unit vector (Rocchio's relevance feedback).
+
+    Raises:
+        BadQueryError: the dislikes cancel the likes (nothing is left to search for), or
+            the weight is not a finite non-negative number.
+    """
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight < float("inf"):
+        raise BadQueryError(f"negative_weight must be a finite number of at least 0, not {weight!r}")
+    q = liked.mean(0)
+    if disliked is not None and len(disliked):
+        q = q - weight * disliked.mean(0)
+    return unit(q, "the liked images minus the disliked ones", dim)
+
+
+class QueryBuilder:
+    """Turns query items into one unit vector, with the ids of indexed items to leave out.
+
+    `embed_images` is the engine's query-stage embedder: called once, for all images.
+    Query files are decoded as indexed files are, reduced early to about `image_size`
+    (so a huge query costs no more memory than a huge indexed file).
+    """
+
+    def __init__(self, catalog: Catalog, dim: int, image_size: int,
+                 embed_images: Callable[[list[Image.Image]], np.ndarray]) -> None:
+        self.catalog, self.dim, self.image_size, self.embed_images = catalog, dim, image_size, embed_images
+
+    def build(self, query: Query) -> tuple[np.ndarray, set[int]]:
+        """(unit query vector, ids of indexed images among the items).
+
+        Raises:
+            BadQueryError: an empty query, an item of an unsupported type, a folder, an
+                unknown id, or a vector that cannot be searched with.
+            BadImageError: a query file cannot be decoded.
+        """
+        items = list(query) if isinstance(query, (list, tuple)) else [query]
+        if not items:
+            raise BadQueryError("empty query: give an image, a vector or an indexed id")
+        vectors: list[np.ndarray] = []
+        own_ids: set[int] = set()
+        images: list[Image.Image] = []
+        ids: list[int] = []
+        for item in items:
+            if isinstance(item, np.ndarray):
+                rows = item.reshape(1, -1) if item.ndim <= 1 else item
+                vectors.extend(unit(r, "query vector", self.dim) for r in rows)
+            elif isinstance(item, Image.Image):
+                images.append(item.convert("RGB"))
+            elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+                ids.append(int(item))
+            elif isinstance(item, (str, os.PathLike)):
+                indexed = self._indexed_unchanged(os.fspath(item))
+                if indexed is not None:
+                    own_ids.add(indexed[0])
+                    vectors.append(indexed[1])
+                else:
+                    images.append(self._load(os.fspath(item), self.image_size))
+            else:
+                raise BadQueryError(f"cannot search with a {type(item).__name__}: give an image path, a PIL "
+                                    "image, a vector or an indexed id")
+        if ids:
+            stored = self.catalog.vectors(ids)
+            unknown = [i for i in ids if i not in stored]
+            if unknown:
+                raise BadQueryError(f"no indexed image with id {unknown[0]}")
+            own_ids.update(ids)
+            vectors.extend(unit(stored[i], f"stored vector of id {i}", self.dim) for i in ids)
+        if images:
+            vectors.extend(unit(v, "embedded query image", self.dim) for v in self.embed_images(images))
+        return unit(np.sum(vectors, axis=0), "the combined query", self.dim), own_ids
+
+    @staticmethod
+    def _load(path: str, draft_size: int) -> Image.Image:
+        if os.path.isdir(path):
+            raise BadQueryError(f"query {path} is a folder: give image files (or index the folder)")
+        try:
+            return load_image(path, draft_size=draft_size).image
+        except BadImageError as e:
+            raise BadImageError(f"query image {path}: {e}") from None
+
+    def _indexed_unchanged(self, path: str) -> tuple[int, np.ndarray] | None:
+        """An indexed file that still has the size and mtime it was embedded with."""
+        path = os.path.abspath(path)
+        row = self.catalog.rows_by_path([path]).get(path)
+        if row is None or row.status != STATUS_OK:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        if (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
+            return None
+        vec = self.catalog.vectors([row.id]).get(row.id)
+        return (row.id, vec) if vec is not None else None
+
+
+def nearest(index: ann.AnnIndex, catalog: Catalog, q: np.ndarray, k: int, exclude: Iterable[int] = (),
+            where: Filter | Mapping[str, Any] | None = None, dedup: float | None = None) -> list[Hit]:
+    """The k best hits for unit vector `q`: the one widening loop of every search.
+
+    Candidates are fetched (and re-scored exactly, for approximate backends) in rounds of
+    doubling size until k hits remain after leaving out `exclude`, rows that are no
+    longer ok, and, with `dedup` (a similarity threshold), copies folded into the
+    best-ranked one; or until the index has no more candidates.
+    """
+    k = check_k(k)
+    if dedup is not None and not (isinstance(dedup, (int, float)) and -1.0 <= dedup <= 1.0):
+        raise BadQueryError(f"dedup must be a similarity from -1 to 1, not {dedup!r}")
+    excluded = set(exclude)
+    q = np.asarray(q, np.float32).reshape(1, -1)
+    conditions = Filter.of(where)
+    allowed = catalog.ids_matching(conditions.conditions()) if conditions else None
+    if allowed is not None and len(allowed) == 0:
+        return []
+    want = k + len(excluded)
+    while True:
+        found = ann.search_reranked(index, q, want, catalog.vectors, allowed)
+        pairs = [(i, s) for i, s in found if i not in excluded]
+        rows = catalog.rows_by_id(i for i, _ in pairs)
+        hits = [Hit(i, rows[i].path, s, dict(rows[i].meta or {})) for i, s in pairs
+                if i in rows and rows[i].status == STATUS_OK]
+        if dedup is not None and hits:
+            hits = _fold_duplicates(hits, {i: rows[i].content_hash for i, _ in pairs if i in rows}, catalog, dedup)
+        exhausted = want >= index.ntotal or len(found) < want
+        if len(hits) >= k or exhausted:
+            return hits[:k]
+        want *= 2
+
+
+def _fold_duplicates(hits: list[Hit], hashes: Mapping[int, str | None], catalog: Catalog,
+                     threshold: float) -> list[Hit]:
+    """Each group of copies as its best-ranked hit, listing the others' paths."""
+    by_id = {h.id: h for h in hits}
+    folded = duplicates.fold([h.id for h in hits], catalog.vectors(list(by_id)),
+                             {i: hashes.get(i) for i in by_id}, threshold)
+    return [replace(by_id[head], duplicates=tuple(by_id[d].path for d in dups)) for head, dups in folded]
+
+
+def stored_vectors(catalog: Catalog, ids: Sequence[int], what: str) -> np.ndarray:
+    """Stored unit vectors of indexed images, (len(ids), dim).
+
+    Raises:
+        BadQueryError: an id is not an integer or not indexed.
+    """
+    bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, (int, np.integer))]
+    if bad:
+        raise BadQueryError(f"{what}: ids are integers, not {bad[0]!r}")
+    found = catalog.vectors([int(i) for i in ids])
+    missing = [i for i in ids if int(i) not in found]
+    if missing:
+        raise BadQueryError(f"{what}: no indexed image with id {missing[0]}")
+    return np.stack([found[int(i)] for i in ids]) if ids else np.zeros((0, 0), np.float32)

@@ -1,0 +1,101 @@
+"""Query assembly and argument checks (retrieval/query.py) through the Engine.
+
+Every bad argument is a BadQueryError (a RetrievalError and a ValueError) that says what
+was wrong; none returns [] or arbitrary hits, and none raises AttributeError/TypeError.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval import BadQueryError, Engine, Filter, RetrievalError
+from retrieval.query import MAX_K, check_k
+
+
+@pytest.fixture()
+def engine(make_engine, sample_dir: Path) -> Engine:
+    engine = make_engine()
+    engine.index([sample_dir / "cup", sample_dir / "chair", sample_dir / "laptop"])
+    return engine
+
+
+@pytest.mark.parametrize("k", [0, -1, MAX_K + 1, 1_000_000_000, 2.5, True, "10", None])
+def test_k_must_be_a_positive_integer_up_to_the_maximum(engine: Engine, k: object) -> None:
+    with pytest.raises(BadQueryError, match="k must be an integer from 1"):
+        engine.search(engine.vectors([1])[0], k=k)  # type: ignore[arg-type]
+    with pytest.raises(BadQueryError):
+        engine.similar(1, k=k)  # type: ignore[arg-type]
+    with pytest.raises(BadQueryError):
+        engine.recommend([1], k=k)  # type: ignore[arg-type]
+
+
+def test_k_at_the_bounds_is_accepted(engine: Engine) -> None:
+    assert check_k(1) == 1 and check_k(MAX_K) == MAX_K and check_k(np.int64(5)) == 5
+    assert len(engine.search(engine.vectors([1])[0], k=MAX_K)) == len(engine)
+
+
+@pytest.mark.parametrize("vector, complaint", [
+    (np.full(1280, np.nan, np.float32), "NaN or infinite"),
+    (np.r_[np.ones(1279, np.float32), np.inf], "NaN or infinite"),
+    (np.zeros(1280, np.float32), "is zero"),
+    (np.ones(512, np.float32), "dimension 512"),
+    (np.ones(0, np.float32), "dimension 0"),
+])
+def test_unsearchable_vectors_are_refused(engine: Engine, vector: np.ndarray, complaint: str) -> None:
+    with pytest.raises(BadQueryError, match=complaint):
+        engine.search(vector, k=3)
+
+
+@pytest.mark.parametrize("query, complaint", [
+    (None, "cannot search with a NoneType"), (3.5, "cannot search with a float"), ([], "empty query"),
+    ({"path": "x.jpg"}, "cannot search with a dict"), (True, "cannot search with a bool"),
+    (b"bytes", "cannot search with a bytes"),
+])
+def test_queries_of_unsupported_types_are_refused(engine: Engine, query: object, complaint: str) -> None:
+    with pytest.raises(BadQueryError, match=complaint):
+        engine.search(query, k=3)  # type: ignore[arg-type]
+
+
+def test_a_folder_is_not_a_query_image(engine: Engine, sample_dir: Path) -> None:
+    with pytest.raises(BadQueryError, match="is a folder"):
+        engine.search(sample_dir / "cup", k=3)
+
+
+def test_ids_in_a_query_are_indexed_images_left_out_of_the_results(engine: Engine) -> None:
+    hits = engine.search([1], k=5)
+    assert len(hits) == 5 and 1 not in {h.id for h in hits}
+    assert [h.id for h in hits] == [h.id for h in engine.similar(1, k=5)]
+    with pytest.raises(BadQueryError, match="no indexed image with id 9999"):
+        engine.search([1, 9999], k=5)
+
+
+def test_recommend_refuses_likes_cancelled_by_dislikes(engine: Engine) -> None:
+    with pytest.raises(BadQueryError, match="minus the disliked"):
+        engine.recommend([2], negative_ids=[2], negative_weight=1.0)
+    with pytest.raises(BadQueryError, match="at least one liked"):
+        engine.recommend([])
+    with pytest.raises(BadQueryError, match="negative_weight"):
+        engine.recommend([2], negative_ids=[3], negative_weight=float("nan"))
+    with pytest.raises(BadQueryError, match="ids are integers"):
+        engine.recommend(["2"])  # type: ignore[list-item]
+    assert len(engine.recommend([2], negative_ids=[3], k=4)) == 4
+
+
+def test_an_empty_filter_is_no_filter(engine: Engine) -> None:
+    assert not Filter() and not Filter(metadata={}) and Filter(tags=("a",))
+    q = engine.vectors([1])[0]
+    unfiltered = [h.id for h in engine.search(q, k=10)]
+    assert [h.id for h in engine.search(q, k=10, where=Filter())] == unfiltered
+    assert [h.id for h in engine.search(q, k=10, where={})] == unfiltered
+
+
+def test_bad_dedup_threshold_is_refused(engine: Engine) -> None:
+    with pytest.raises(BadQueryError, match="dedup"):
+        engine.search([1], k=3, dedup=2.0)
+
+
+def test_every_query_error_is_a_retrieval_error_and_a_value_error() -> None:
+    assert issubclass(BadQueryError, RetrievalError) and issubclass(BadQueryError, ValueError)
