@@ -325,7 +325,7 @@ class Engine:
         existing bundle is switched with :meth:`reindex`, never by reopening it."""
         want_backend = backend or self._cache.backend
         same_backend = want_backend == self._cache.backend
-        want_params = ann.check_settings(want_backend, params if params or not same_backend else self._cache.params)
+        want_params = ann.check_settings(want_backend, params or (self._cache.params if same_backend else {}))
         if (want_backend, want_params) != (self._cache.backend, ann.check_settings(self._cache.backend, self._cache.params)):
             raise RetrievalError(f"the index at {self.path} uses the {self._cache.backend} backend "
                                  f"{dict(self._cache.params) or ''}; switch with `retrieve reindex --backend "

@@ -26,7 +26,7 @@ class AnnIndex(Protocol):
     :meth:`needs_rebuild` says when rebuilding from the catalog would pay off.
     """
 
-    name: str
+    name: ClassVar[str]
     dim: int
     exact: bool  # False: scores are approximate, the Engine re-ranks with stored vectors
     rerank: int  # how many times k candidates to fetch before an exact re-rank (1: none)
@@ -35,18 +35,23 @@ class AnnIndex(Protocol):
     @property
     def ntotal(self) -> int:
         """How many live vectors the index holds."""
+        ...
 
     def params(self) -> dict[str, Any]:
         """Resolved construction and search parameters (stored, shown by `retrieve info`)."""
+        ...
 
     def build(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Replace the content with these vectors, training the index where it trains."""
+        ...
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Insert vectors under ids; ids must not be present already."""
+        ...
 
     def remove(self, ids: np.ndarray) -> None:
         """Forget ids; unknown ids are ignored."""
+        ...
 
     def search(self, queries: np.ndarray, k: int,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -54,12 +59,15 @@ class AnnIndex(Protocol):
 
         `allowed`, when given, restricts results to those ids.
         """
+        ...
 
     def needs_rebuild(self) -> bool:
         """True when tombstones, an overgrown buffer or stale training call for :meth:`build`."""
+        ...
 
     def to_bytes(self) -> bytes:
         """Serialise the index (without the header the bundle adds)."""
+        ...
 
     @classmethod
     def from_bytes(cls, dim: int, payload: bytes, params: dict[str, Any]) -> AnnIndex:
@@ -69,6 +77,7 @@ class AnnIndex(Protocol):
         lengths, ranges), so a damaged or crafted one raises ValueError here instead of
         failing, or crashing the process, at the first search.
         """
+        ...
 
 
 def search_reranked(index: AnnIndex, query: np.ndarray, k: int,
@@ -92,7 +101,7 @@ def search_reranked(index: AnnIndex, query: np.ndarray, k: int,
 def pack(arrays: dict[str, np.ndarray]) -> bytes:
     """Several arrays in one payload (npz, no pickle)."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)
     return buf.getvalue()
 
 

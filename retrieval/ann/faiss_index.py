@@ -240,9 +240,10 @@ class FaissIVF:
             raise ValueError(f"trained_on is {trained_on!r}, expected a count")
         obj.trained_on = int(trained_on)
         if "index" in arrays:
-            obj.index = _deserialize(array_of(arrays, "index", "u"), cls._faiss_type, dim)
-            if not obj.index.is_trained:
+            index = _deserialize(array_of(arrays, "index", "u"), cls._faiss_type, dim)
+            if not index.is_trained:
                 raise ValueError("the inverted index was saved untrained")
+            obj.index = index
         return obj
 
 

@@ -253,7 +253,7 @@ class Catalog:
     def counts(self) -> dict[str, int]:
         """Images by status. One count per status, so each reads its partial index only."""
         with self._read() as s:
-            return {status: s.scalar(select(func.count()).where(has_status(status)))
+            return {status: s.scalar(select(func.count()).where(has_status(status))) or 0
                     for status in (STATUS_OK, STATUS_FAILED)}
 
     def failed(self, limit: int | None = None) -> list[ImageRow]:
@@ -282,7 +282,7 @@ class Catalog:
         another process writes.
         """
         with self._read() as s, s.begin():
-            now = int(s.get(Setting, "generation").value)
+            now = int(s.get_one(Setting, "generation").value)
             if now == gen:
                 return Changes(now)
             rows = s.execute(
@@ -313,7 +313,7 @@ class Catalog:
         now = time.time()
         ids: list[int] = []
         with self._write() as s:
-            gen_row = s.get(Setting, "generation")
+            gen_row = s.get_one(Setting, "generation")
             gen = int(gen_row.value) + 1
             gen_row.value = str(gen)
             for rec, meta in zip(records, metadata):

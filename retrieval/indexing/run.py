@@ -63,7 +63,7 @@ class IndexReport:
         }
 
 
-def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], after_batch: Callable[[], None],
+def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], after_batch: Callable[[], object],
             *, batch_size: int, workers: int, metadata: dict[str, Any] | None = None,
             progress: Progress | None = None, decode: str = "auto") -> IndexReport:
     """Write what the plan says; `extractor` is called only if something must be embedded.
@@ -94,7 +94,7 @@ def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], af
     return report
 
 
-def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Callable[[], None],
+def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Callable[[], object],
            batch_size: int, workers: int, decode: str, metadata: dict[str, Any] | None,
            progress: Progress | None, report: IndexReport) -> None:
     """Embed the plan's new contents, committing each batch while the next one embeds."""
