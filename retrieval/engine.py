@@ -404,15 +404,17 @@ class Engine:
             BadImageError: a query file cannot be decoded.
         """
         check_k(k)
-        vec, own_ids = self._queries.build(query)
-        return nearest(self.ann, self.catalog, vec, k, set(exclude) | own_ids, where, dedup)
+        with self.catalog.snapshot():  # one consistent read of the catalog, one transaction
+            vec, own_ids = self._queries.build(query)
+            return nearest(self.ann, self.catalog, vec, k, set(exclude) | own_ids, where, dedup)
 
     def similar(self, image_id: int, k: int = 10, where: Filter | Mapping[str, Any] | None = None,
                 dedup: float | None = None) -> list[Hit]:
         """More like this: neighbours of an indexed image, without the image itself."""
-        vec = stored_vectors(self.catalog, [image_id], "similar")[0]
-        return nearest(self.ann, self.catalog, unit(vec, f"stored vector of id {image_id}", self.manifest.dim),
-                       k, {image_id}, where, dedup)
+        with self.catalog.snapshot():
+            vec = stored_vectors(self.catalog, [image_id], "similar")[0]
+            return nearest(self.ann, self.catalog, unit(vec, f"stored vector of id {image_id}", self.manifest.dim),
+                           k, {image_id}, where, dedup)
 
     def recommend(self, positive_ids: Sequence[int], negative_ids: Sequence[int] = (), k: int = 10,
                   where: Filter | Mapping[str, Any] | None = None, negative_weight: float = 0.5) -> list[Hit]:
@@ -427,10 +429,11 @@ class Engine:
         if isinstance(positive_ids, (str, bytes)) or not positive_ids:
             raise BadQueryError("recommend needs at least one liked (positive) id")
         check_k(k)
-        liked = stored_vectors(self.catalog, list(positive_ids), "recommend")
-        disliked = stored_vectors(self.catalog, list(negative_ids), "recommend") if negative_ids else None
-        q = rocchio(liked, disliked, negative_weight, self.manifest.dim)
-        return nearest(self.ann, self.catalog, q, k, set(positive_ids) | set(negative_ids), where)
+        with self.catalog.snapshot():
+            liked = stored_vectors(self.catalog, list(positive_ids), "recommend")
+            disliked = stored_vectors(self.catalog, list(negative_ids), "recommend") if negative_ids else None
+            q = rocchio(liked, disliked, negative_weight, self.manifest.dim)
+            return nearest(self.ann, self.catalog, q, k, set(positive_ids) | set(negative_ids), where)
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """Stored unit vectors of indexed images, (len(ids), dim).

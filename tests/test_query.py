@@ -2,17 +2,22 @@
 
 Every bad argument is a BadQueryError (a RetrievalError and a ValueError) that says what
 was wrong; none returns [] or arbitrary hits, and none raises AttributeError/TypeError.
+A query image that cannot be decoded is a BadImageError, and the engine goes on.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from retrieval import BadQueryError, Engine, Filter, RetrievalError
+from retrieval.errors import BadImageError
 from retrieval.query import MAX_K, check_k
+
+from . import badimages as bi
 
 
 @pytest.fixture()
@@ -99,3 +104,36 @@ def test_bad_dedup_threshold_is_refused(engine: Engine) -> None:
 
 def test_every_query_error_is_a_retrieval_error_and_a_value_error() -> None:
     assert issubclass(BadQueryError, RetrievalError) and issubclass(BadQueryError, ValueError)
+
+
+def test_a_search_reads_the_catalog_in_one_transaction(engine: Engine, sample_dir: Path) -> None:
+    """Catch-up, indexed-path lookup, filter, candidate vectors, rows and the dedup fold all
+    read one snapshot: one BEGIN per search (release 0.1 opened four to six)."""
+    from sqlalchemy import event
+
+    begins: list[int] = []
+    event.listen(engine.catalog.engine, "begin", lambda conn: begins.append(1))
+    cup = sorted((sample_dir / "cup").iterdir())[0]
+    for search in (lambda: engine.search(cup, k=5, where={"x": 1}, dedup=0.95),
+                   lambda: engine.search([1, 2], k=3), lambda: engine.similar(3, k=4),
+                   lambda: engine.recommend([1], negative_ids=[4], k=4)):
+        begins.clear()
+        search()
+        assert len(begins) == 1
+
+
+def test_bad_query_image_raises_bad_image_error_and_the_engine_keeps_working(make_engine, tmp_path: Path,
+                                                                             bad_dir: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    for p in bi.sample_photos(3):
+        shutil.copyfile(p, root / p.name)
+    engine = make_engine()
+    engine.index([root])
+    good = root / bi.sample_photos(1)[0].name
+    for kind in ("corrupt", "truncated_jpeg", "bomb_header"):
+        with pytest.raises(BadImageError, match=bi.UNDECODABLE[kind][2]):
+            engine.search(bi.undecodable(bad_dir, kind))
+        with pytest.raises(BadImageError):  # one bad image spoils a combined query
+            engine.search([good, bi.undecodable(bad_dir, kind)])
+    assert len(engine.search(good, k=5)) == 2

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ class Catalog:
         self.read_only = mode != MODE_WRITE
         self.engine = sqlite_engine(self.path, mode)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._shared = threading.local()  # the session of this thread's open snapshot(), if any
         self._writes = sessionmaker(immediate(self.engine), expire_on_commit=False)
         try:
             self._upgrade()
@@ -128,8 +130,31 @@ class Catalog:
         self.engine.dispose()
 
     @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Every read inside shares one session and one read transaction.
+
+        A search makes several lookups (the index's catch-up, candidate vectors, rows,
+        filters): inside a snapshot they see one consistent state of the catalog, even
+        while another process writes, and cost one transaction instead of one each.
+        Snapshots nest (the inner one joins the outer); each thread has its own.
+        """
+        if getattr(self._shared, "session", None) is not None:
+            yield
+            return
+        with translate_errors(self.path), self.sessions() as s, s.begin():
+            self._shared.session = s
+            try:
+                yield
+            finally:
+                self._shared.session = None
+
+    @contextlib.contextmanager
     def _read(self) -> Iterator[Session]:
-        """A session reading one snapshot."""
+        """A session reading one snapshot: this thread's open :meth:`snapshot`, or its own."""
+        shared = getattr(self._shared, "session", None)
+        if shared is not None:
+            yield shared
+            return
         with translate_errors(self.path), self.sessions() as s:
             yield s
 
@@ -281,7 +306,7 @@ class Catalog:
         Read in one transaction, so the result is a consistent snapshot even while
         another process writes.
         """
-        with self._read() as s, s.begin():
+        with self._read() as s, (contextlib.nullcontext() if s.in_transaction() else s.begin()):
             now = int(s.get_one(Setting, "generation").value)
             if now == gen:
                 return Changes(now)
