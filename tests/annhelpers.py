@@ -1,4 +1,4 @@
-"""Helpers for the ANN, lifecycle and consistency tests.
+"""Helpers for the ANN, bundle, filter and consistency tests.
 
 Synthetic bundles use a stub extractor (small dimension, never embeds) and write rows
 with vectors straight into the catalog, as ingest does, so thousands of "images" cost
@@ -25,6 +25,7 @@ from retrieval import Engine
 from retrieval.options import EngineOptions
 from retrieval.catalog import FileRecord
 from retrieval.extractors import Extractor, ExtractorConfig, Manifest
+from retrieval.filters import Filter
 
 SAMPLE = Path(__file__).resolve().parents[1] / "scripts" / "sample"
 OLD_MTIME = dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc)  # the "cup" photos are dated back to here
@@ -45,6 +46,18 @@ class StubExtractor(Extractor):
 def unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32)
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def ids_of(result: tuple[np.ndarray, np.ndarray]) -> list[list[int]]:
+    """The ids of an AnnIndex search, per query, without the -1 padding."""
+    return [[int(i) for i in row if i >= 0] for row in result[1]]
+
+
+def trained(index: Any) -> bool:
+    """An IVF index past its exact buffer stage (other backends never train)."""
+    from retrieval.ann import faiss_index
+
+    return isinstance(index, faiss_index.FaissIVF) and index.index is not None
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int, spread: float = 0.35) -> np.ndarray:
@@ -96,12 +109,52 @@ def synthetic_records(vectors: np.ndarray, seed: int = 0, start: int = 0) -> lis
 
 
 def commit(engine: Engine, records: list[FileRecord]) -> list[int]:
-    """Write rows with vectors as ingest does (lock, commit, catch up, compact, save)."""
-    with engine._lock.held():
-        ids = engine.catalog.apply(records)
-        engine._cache.sync()
-        engine._persist_index()
+    """Write rows with their vectors into the catalog, as an indexing batch does, then let
+    the Engine bring its ANN index in line as after any write.
+
+    The catalog write is the one ingest makes; the empty `Engine.add` that follows is a
+    public write with nothing to embed: under the write lock it catches the index up,
+    compacts it when due (or switches `auto` to another backend) and saves it.
+    """
+    ids = engine.catalog.apply(records)
+    report = engine.add([])
+    assert (report.added, report.embedded, report.failed) == (0, 0, [])
     return ids
+
+
+# Every backend with parameters small enough for 2,000 vectors; IVF trains at this size.
+SMALL_BACKENDS: dict[str, dict[str, Any]] = {
+    "flat": {},
+    "ivf": {"train_min": 500, "nprobe": 4},
+    "ivfpq": {"train_min": 500, "pq_m": 4, "nprobe": 4},
+    "hnsw": {"M": 8, "ef_search": 32},
+    "annoy": {"n_trees": 8},
+}
+
+
+def noisy_queries(s: Synthetic, n: int, seed: int) -> np.ndarray:
+    """`n` unit queries, each a live vector of `s` plus noise."""
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(s.live, n)
+    dim = len(s.vectors[picks[0]])
+    return unit(np.stack([s.vectors[i] for i in picks]) + 0.3 * rng.standard_normal((n, dim)) / np.sqrt(dim))
+
+
+def recall(s: Synthetic, queries: np.ndarray, k: int = 10, where: Filter | None = None,
+           among: set[int] | None = None) -> float:
+    """Mean overlap of the Engine's top k with brute force; also checks each result list:
+    min(k, eligible) hits, none removed, all eligible (in `among` when given)."""
+    eligible = len(among if among is not None else s.live)
+    hits = 0
+    for q in queries:
+        got = [h.id for h in s.engine.search(q, k=k, where=where)]
+        want = s.exact_top(q, k, among)
+        assert len(got) == len(want) == min(k, eligible)
+        assert not set(got) & s.removed
+        if among is not None:
+            assert set(got) <= among
+        hits += len(set(got) & set(want))
+    return hits / (min(k, eligible) * len(queries))
 
 
 def synthetic_bundle(path: Path, vectors: np.ndarray, index: str, params: dict[str, Any] | None = None,

@@ -1,4 +1,5 @@
-"""Synthetic bad and awkward image files for the bad-input tests.
+"""Synthetic bad and awkward image files for the bad-input tests (decoding, discovery,
+indexing, queries and the command line), and the bundled sample photos.
 
 Every writer takes the destination path (parents are created) and returns it. Files
 are made with PIL/numpy from fixed seeds, so each run writes the same bytes.
@@ -6,6 +7,8 @@ are made with PIL/numpy from fixed seeds, so each run writes the same bytes.
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -27,6 +30,12 @@ def sample_photos(n: int, cls: str = "cup") -> list[Path]:
     photos = sorted(p for p in (SAMPLE / cls).iterdir() if p.suffix == ".jpg")
     assert len(photos) >= n, f"sample class {cls} has only {len(photos)} photos"
     return photos[:n]
+
+
+def sample_image(cls: str, name: str) -> Image.Image:
+    """One sample photo, decoded to RGB."""
+    with Image.open(SAMPLE / cls / name) as im:
+        return im.convert("RGB")
 
 
 def _prepare(path: Path) -> Path:
@@ -184,3 +193,33 @@ AWKWARD = {
     "exif6": ("exif6.jpg", lambda p: write_exif_rotated_jpeg(p, 6)),
     "exif8": ("exif8.jpg", lambda p: write_exif_rotated_jpeg(p, 8)),
 }
+
+
+def undecodable(folder: Path, kind: str) -> Path:
+    """The file of one UNDECODABLE kind in a folder written by :func:`write_undecodable`."""
+    return Path(folder) / UNDECODABLE[kind][0]
+
+
+def write_undecodable(folder: Path) -> Path:
+    """One file of every undecodable kind in `folder` (the real bomb costs ~0.4 s to write)."""
+    for name, writer, _ in UNDECODABLE.values():
+        writer(Path(folder) / name)
+    return Path(folder)
+
+
+# ---------------------------------------------------------------- awkward folders
+
+
+def write_loop_tree(root: Path) -> set[str]:
+    """root/{a/x.jpg, a/up -> .., b/y.png, b/here -> .}: two images and two symlink loops.
+
+    Returns the two image paths, the only files a walk of `root` may yield.
+    """
+    photos = sample_photos(2)
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    shutil.copyfile(photos[0], root / "a" / "x.jpg")
+    Image.open(photos[1]).save(root / "b" / "y.png")
+    os.symlink("..", root / "a" / "up")  # to its own parent: a loop
+    os.symlink(".", root / "b" / "here")  # to itself
+    return {str(root / "a" / "x.jpg"), str(root / "b" / "y.png")}

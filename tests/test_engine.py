@@ -235,13 +235,6 @@ def test_create_refuses_existing_bundle(make_engine, extractor) -> None:
         Engine.create(engine.path, extractor)
 
 
-@pytest.mark.parametrize("option", [{"decode": "gpu"}, {"denoise_at": "later"}, {"precision": "fp8"},
-                                    {"batch_size": 0}, {"workers": -1}, {"device": "gpu"}, {"lock_timeout": -1}])
-def test_bad_engine_options_are_refused_on_construction(option: dict) -> None:
-    with pytest.raises(RetrievalError):
-        EngineOptions(**option)
-
-
 @pytest.mark.parametrize("create", [{"options": EngineOptions(denoise="no/such/checkpoint")}, {"backend": "lsh"},
                                     {"backend": "hnsw", "backend_params": {"nope": 1}},
                                     {"extractor": {"pooling": "gam"}}, {"extractor": {"colour": "blue"}}])

@@ -7,25 +7,21 @@ returns fewer than k results while k eligible vectors exist, fails.
 
 from __future__ import annotations
 
-import logging
-import tracemalloc
-from dataclasses import dataclass
 from typing import Any
 
-import faiss
 import numpy as np
 import pytest
 
 from retrieval import ann
 from retrieval.ann import BACKENDS, create_index, load_index, resolve_auto
-from retrieval.ann import faiss_index
 from retrieval.ann.base import AnnIndex, search_reranked
-from retrieval.duplicates import near_groups
 from retrieval.errors import UnknownNameError
 
-from .annhelpers import clustered, unit
+from ..annhelpers import clustered, ids_of, trained, unit
+
 
 DIM = 32
+
 
 # (backend, params): the IVF variants with a small train_min exercise the trained path.
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -37,15 +33,6 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "hnsw": ("hnsw", {"M": 8, "ef_search": 16}),
     "annoy": ("annoy", {"n_trees": 8}),
 }
-
-
-def _ids_of(result: tuple[np.ndarray, np.ndarray]) -> list[list[int]]:
-    return [[int(i) for i in row if i >= 0] for row in result[1]]
-
-
-def _trained(index: AnnIndex) -> bool:
-    """An IVF index past its exact buffer stage (other backends never train)."""
-    return isinstance(index, faiss_index.FaissIVF) and index.index is not None
 
 
 @pytest.mark.parametrize("name", list(BACKENDS))
@@ -80,7 +67,7 @@ def test_updates_and_deletes_never_lose_or_resurrect_ids(variant: str) -> None:
     index = create_index(name, DIM, **params)
     index.build(ids[:1500], vectors[:1500])
     index.add(ids[1500:], vectors[1500:])
-    assert _trained(index) == variant.endswith("trained")
+    assert trained(index) == variant.endswith("trained")
     rng = np.random.default_rng(3)
     removed = rng.choice(ids, 1700, replace=False)
     for chunk in np.array_split(removed, 5):
@@ -100,16 +87,16 @@ def test_updates_and_deletes_never_lose_or_resurrect_ids(variant: str) -> None:
     queries = unit(vectors[rng.choice(2000, 8)] + 0.1 * rng.standard_normal((8, DIM)))
     removed_set = set(map(int, removed))
     for k in (10, len(live) - 1, len(live), len(live) + 7):
-        for row in _ids_of(index.search(queries, k)):
+        for row in ids_of(index.search(queries, k)):
             assert len(row) == min(k, len(live)), (k, len(row))
             assert len(set(row)) == len(row) and not removed_set & set(row)
-    top = _ids_of(index.search(new_vec[None], 1))[0]
+    top = ids_of(index.search(new_vec[None], 1))[0]
     assert top == [moved], "the re-added id must be found under its new vector"
 
     allowed = np.concatenate([rng.choice(live, 12, replace=False), removed[:5]])
     allowed_live = set(map(int, allowed)) - removed_set
     for k in (5, 12, 40):
-        for row in _ids_of(index.search(queries, k, allowed)):
+        for row in ids_of(index.search(queries, k, allowed)):
             assert len(row) == min(k, len(allowed_live)) and set(row) <= allowed_live, (k, row)
 
 
@@ -128,7 +115,7 @@ def test_approximate_backends_recall_against_exact(name: str, params: dict[str, 
     index = create_index(name, DIM, **params)
     index.build(ids, vectors)
     if name.startswith("ivf"):
-        assert _trained(index) and index.buffer.ntotal == 0 and index.index.nlist > 1
+        assert trained(index) and index.buffer.ntotal == 0 and index.index.nlist > 1
     exact = create_index("flat", DIM)
     exact.build(ids, vectors)
     rng = np.random.default_rng(5)
@@ -137,7 +124,7 @@ def test_approximate_backends_recall_against_exact(name: str, params: dict[str, 
     hits = 0
     for q in queries:
         got = [i for i, _ in search_reranked(index, q, 10, lookup)][:10]
-        want = _ids_of(exact.search(q[None], 10))[0]
+        want = ids_of(exact.search(q[None], 10))[0]
         assert len(got) == 10
         hits += len(set(got) & set(want))
     assert hits / (10 * len(queries)) >= min_recall
@@ -150,12 +137,12 @@ def test_ivfpq_with_a_small_train_min_waits_for_enough_vectors_to_train() -> Non
     ids = np.arange(1, 401, dtype=np.int64)
     index = create_index("ivfpq", DIM, train_min=50, pq_m=4)
     index.build(ids[:200], vectors[:200])
-    assert not _trained(index) and index.ntotal == 200
+    assert not trained(index) and index.ntotal == 200
     assert not index.needs_rebuild(), "a rebuild that cannot train would only repeat itself"
     index.add(ids[200:], vectors[200:])
     assert index.needs_rebuild()
     index.build(ids, vectors)
-    assert _trained(index) and index.ntotal == 400
+    assert trained(index) and index.ntotal == 400
 
 
 def test_rebuild_is_requested_after_many_deletes_or_growth() -> None:
@@ -193,223 +180,3 @@ def test_auto_picks_exact_then_hnsw_then_ivfpq_by_size_and_memory() -> None:
     needed = n * (1280 * 4 + 32 * 2 * 8)
     assert resolve_auto(n, 1280, available_bytes=2 * needed + 1) == "hnsw"
     assert resolve_auto(n, 1280, available_bytes=2 * needed - 1) == "ivfpq"
-
-
-# ---------------------------------------------------------------------- GPU selection
-
-
-@dataclass
-class _FakeGpu:
-    """Stands in for faiss-gpu: clones are CPU indexes that count their searches."""
-
-    clones: int = 0
-    searches: int = 0
-    trains: int = 0
-    nprobes: list[int] | None = None
-    fail: bool = False
-
-    def install(self, monkeypatch: pytest.MonkeyPatch, gpus: int) -> None:
-        fake = self
-        self.nprobes = []
-
-        class Clone:
-            def __init__(self, index: faiss.Index) -> None:
-                self.index, self.ntotal = index, index.ntotal
-
-            def search(self, x: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
-                fake.searches += 1
-                return self.index.search(x, k, params=params)
-
-            def train(self, x: np.ndarray) -> None:
-                fake.trains += 1
-                self.index.train(x)
-
-            def add_with_ids(self, x: np.ndarray, ids: np.ndarray) -> None:
-                self.index.add_with_ids(x, ids)
-                self.ntotal = self.index.ntotal
-
-        def to_gpu(resources: object, device: int, index: faiss.Index) -> Clone:
-            if fake.fail:
-                raise RuntimeError("not supported on the GPU")
-            fake.clones += 1
-            return Clone(index)
-
-        class ParameterSpace:
-            def set_index_parameter(self, index: Clone, name: str, value: int) -> None:
-                assert name == "nprobe"
-                fake.nprobes.append(value)
-                index.index.nprobe = value
-
-        monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
-        monkeypatch.setattr(faiss, "GpuParameterSpace", ParameterSpace, raising=False)
-        monkeypatch.setattr(faiss, "get_num_gpus", lambda: gpus)
-        monkeypatch.setattr(faiss, "index_cpu_to_gpu", to_gpu, raising=False)
-        monkeypatch.setattr(faiss, "index_gpu_to_cpu", lambda clone: clone.index, raising=False)
-
-
-def test_gpu_mirror_is_used_only_when_faiss_reports_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a GPU build that sees a GPU, flat and IVF searches go to a clone that is
-    remade after each change; filtered searches and HNSW stay on the CPU."""
-    vectors = clustered(600, DIM, 6, seed=8)
-    ids = np.arange(1, 601, dtype=np.int64)
-    gpu = _FakeGpu()
-    gpu.install(monkeypatch, gpus=0)
-    assert not faiss_index.gpu_available()
-    flat = create_index("flat", DIM)
-    flat.build(ids, vectors)
-    flat.search(vectors[:2], 5)
-    assert gpu.clones == 0, "no GPU reported: the CPU index must be searched"
-
-    gpu.install(monkeypatch, gpus=1)
-    assert faiss_index.gpu_available()
-    expected = flat.index.search(vectors[:3], 5)[1]
-    np.testing.assert_array_equal(flat.search(vectors[:3], 5)[1], expected)
-    flat.search(vectors[:3], 5)
-    assert (gpu.clones, gpu.searches) == (1, 2), "one clone, reused while nothing changes"
-    flat.remove(ids[:1])
-    assert 1 not in flat.search(vectors[:1], 5)[1]
-    assert gpu.clones == 2, "a change invalidates the clone"
-    flat.search(vectors[:1], 5, allowed=ids[10:20])
-    assert gpu.searches == 3, "filtered searches use CPU-only selectors"
-
-    ivf = create_index("ivf", DIM, train_min=300, nprobe=3)
-    ivf.build(ids, vectors)
-    assert (gpu.clones, gpu.trains) == (3, 1), "IVF is trained and filled on the GPU"
-    ivf.search(vectors[:2], 5)
-    assert gpu.clones == 3 and gpu.nprobes == [3], "the clone made by the build serves the search"
-    hnsw = create_index("hnsw", DIM)
-    hnsw.build(ids, vectors)
-    hnsw.search(vectors[:2], 5)
-    assert gpu.clones == 3, "HNSW is never cloned to the GPU"
-
-    gpu.fail = True
-    fresh = create_index("flat", DIM)
-    fresh.build(ids, vectors)
-    np.testing.assert_array_equal(fresh.search(vectors[:3], 5)[1], expected)
-    on_cpu = create_index("ivf", DIM, train_min=300, nprobe=3)
-    on_cpu.build(ids, vectors)  # the GPU refuses: built on the CPU, the same index
-    assert gpu.trains == 1
-    np.testing.assert_array_equal(on_cpu.search(vectors[:9], 5)[1], ivf.search(vectors[:9], 5)[1])
-
-
-def test_without_a_gpu_every_backend_runs_on_the_cpu_silently(monkeypatch: pytest.MonkeyPatch,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
-    """This machine has no GPU: nothing may try to clone to one, and nothing is logged."""
-    assert not faiss_index.gpu_available()
-
-    def forbidden(*a: object, **k: object) -> None:
-        raise AssertionError("a GPU clone was attempted without a GPU")
-
-    monkeypatch.setattr(faiss, "index_cpu_to_gpu", forbidden, raising=False)
-    vectors = clustered(500, DIM, 5, seed=9)
-    ids = np.arange(1, 501, dtype=np.int64)
-    with caplog.at_level(logging.DEBUG, logger="retrieval"):
-        for name, params in [("flat", {}), ("ivf", {"train_min": 200}), ("ivfpq", {"train_min": 300}),
-                             ("hnsw", {}), ("annoy", {"n_trees": 4})]:
-            index = create_index(name, DIM, **params)
-            index.build(ids, vectors)
-            assert len(_ids_of(index.search(vectors[:2], 5))[0]) == 5
-    assert not [r for r in caplog.records if "GPU" in r.getMessage()]
-
-
-# ---------------------------------------------------------------------- duplicates at scale
-
-
-class _VectorCatalog:
-    """The catalog reads near_groups needs, over in-memory vectors."""
-
-    @dataclass
-    class Row:
-        path: str
-        content_hash: str
-
-    def __init__(self, vectors: np.ndarray, hashes: list[str]) -> None:
-        self.vectors_, self.hashes = vectors, hashes
-
-    def iter_vectors(self, batch: int = 10_000):
-        for start in range(0, len(self.vectors_), batch):
-            stop = min(start + batch, len(self.vectors_))
-            yield np.arange(start + 1, stop + 1, dtype=np.int64), self.vectors_[start:stop]
-
-    def rows_by_id(self, ids):
-        return {int(i): self.Row(f"/img/{int(i)}.jpg", self.hashes[int(i) - 1]) for i in ids}
-
-    def vectors(self, ids):
-        return {int(i): self.vectors_[int(i) - 1] for i in ids}
-
-
-class _CountingIndex:
-    """Wraps an index to record the shape of every search near_groups makes."""
-
-    def __init__(self, index: AnnIndex) -> None:
-        self.inner, self.calls = index, []
-        self.exact, self.ntotal, self.rerank = index.exact, index.ntotal, index.rerank
-
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
-        self.calls.append((len(queries), k))
-        return self.inner.search(queries, k, allowed)
-
-
-def test_near_duplicates_of_20k_vectors_without_an_n_by_n_matrix() -> None:
-    """Planted pairs and triples (some byte-identical) are found exactly, in blocks of
-    few-neighbour searches, with memory far below an N x N similarity matrix."""
-    n, dim = 20_000, 48
-    rng = np.random.default_rng(10)
-    vectors = unit(rng.standard_normal((n, dim)))
-    hashes = [f"h{i}" for i in range(n)]
-    members = rng.permutation(n)[:700]
-    planted: list[tuple[int, ...]] = []
-    pos = 0
-    for g in range(250):
-        size = 3 if g % 10 == 0 else 2
-        group = [int(i) for i in members[pos:pos + size]]
-        pos += size
-        head = group[0]
-        for other in group[1:]:
-            if g % 4 == 0:  # a byte-identical copy
-                vectors[other], hashes[other] = vectors[head], hashes[head]
-            else:
-                vectors[other] = unit(vectors[head] + 0.2 * rng.standard_normal(dim) / np.sqrt(dim))
-        planted.append(tuple(sorted(i + 1 for i in group)))
-    index = create_index("flat", dim)
-    index.build(np.arange(1, n + 1, dtype=np.int64), vectors)
-    counting = _CountingIndex(index)
-    catalog = _VectorCatalog(vectors, hashes)
-    tracemalloc.start()
-    try:
-        groups = near_groups(catalog, counting, threshold=0.9, block=2048)  # type: ignore[arg-type]
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert sorted(g.ids for g in groups) == sorted(planted)
-    exact_expected = {planted[g] for g in range(250) if g % 4 == 0}
-    assert {g.ids for g in groups if g.exact} == exact_expected
-    assert all(g.score >= 0.9 for g in groups)
-    assert all(q <= 2048 and k <= 17 for q, k in counting.calls) and sum(q for q, _ in counting.calls) == n
-    assert peak < n * n * 4 / 20, f"peak {peak / 1e6:.0f} MB: looks like an N x N matrix"
-
-
-def test_near_duplicates_use_exact_similarity_on_a_compressed_index() -> None:
-    """IVF-PQ scores are coarse; duplicate groups and their scores must come from the
-    stored vectors, so a pair below the threshold is never grouped and one above is."""
-    n, dim = 3000, DIM
-    rng = np.random.default_rng(11)
-    vectors = clustered(n, dim, 30, seed=11, spread=0.6)
-    hashes = [f"h{i}" for i in range(n)]
-    close = (0, 1)
-    vectors[1] = unit(vectors[0] + 0.15 * rng.standard_normal(dim) / np.sqrt(dim))
-    vectors[3] = unit(vectors[2] + 0.9 * rng.standard_normal(dim) / np.sqrt(dim))
-    threshold = float(vectors[0] @ vectors[1] + vectors[2] @ vectors[3]) / 2
-    index = create_index("ivfpq", dim, train_min=1000, pq_m=4)
-    index.build(np.arange(1, n + 1, dtype=np.int64), vectors)
-    assert _trained(index)
-    groups = near_groups(_VectorCatalog(vectors, hashes), index, threshold=threshold)  # type: ignore[arg-type]
-    exact = vectors @ vectors.T
-    np.fill_diagonal(exact, -1)
-    for g in groups:
-        ids = [i - 1 for i in g.ids]
-        linked = all(max(exact[i][j] for j in ids if j != i) >= threshold for i in ids)
-        assert linked, f"group {g.ids} holds an image below the threshold to all others"
-        assert g.score >= threshold
-    grouped = {i for g in groups for i in g.ids}
-    assert {close[0] + 1, close[1] + 1} <= grouped

@@ -1,8 +1,10 @@
-"""Consistency across processes: a reader beside a writer that adds and deletes, and a
-writer that crashes while saving the ANN index.
+"""Consistency across processes: a reader beside a writer that adds and deletes, a
+writer that crashes while saving the ANN index, and a reader beside a real `retrieve
+index` process.
 
-Both run on synthetic bundles (stub extractor, vectors written as ingest writes them),
-so the writer can commit many times a second and the races actually happen.
+The first two run on synthetic bundles (stub extractor, vectors written as ingest
+writes them), so the writer can commit many times a second and the races actually
+happen; the last indexes real photos.
 """
 
 from __future__ import annotations
@@ -12,17 +14,21 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import retrieval.bundle
 from retrieval import Engine
 from retrieval.engine import ANN_FILE
 
-from .annhelpers import StubExtractor, synthetic_bundle, unit
+from ..annhelpers import StubExtractor, synthetic_bundle, unit
+from ..conftest import caltech_slice
+from ..processhelpers import catalog_rows, copy_images, index_command
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DIM = 32
 PARAMS = {"flat": {}, "ivf": {"train_min": 200, "nprobe": 2}, "hnsw": {"M": 8, "ef_search": 16},
           "annoy": {"n_trees": 4}}
@@ -33,6 +39,11 @@ def _child(code: str, *args: str) -> subprocess.Popen[bytes]:
     prelude = f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
     return subprocess.Popen([sys.executable, "-c", prelude + textwrap.dedent(code), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _no_build(*args: object, **kwargs: object) -> None:
+    """Stands in for the index factory where a saved index must be loaded, not rebuilt."""
+    raise AssertionError("an ANN index was built where the saved one should have loaded")
 
 
 def _layout(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,7 +139,8 @@ CRASHER = """
 
 @pytest.mark.parametrize("backend", ["hnsw", "annoy", "ivf"])
 @pytest.mark.parametrize("mode", ["before-rename", "mid-write"])
-def test_a_crash_while_saving_leaves_the_previous_index_loadable(tmp_path: Path, backend: str, mode: str) -> None:
+def test_a_crash_while_saving_leaves_the_previous_index_loadable(tmp_path: Path, backend: str, mode: str,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     _, stable, filler = _layout(seed=41)
     s = synthetic_bundle(tmp_path / "bundle", np.concatenate([stable, filler]), backend, PARAMS[backend])
     s.engine.close()
@@ -142,13 +154,47 @@ def test_a_crash_while_saving_leaves_the_previous_index_loadable(tmp_path: Path,
     assert len(leftovers) == 1
 
     with Engine.open(s.engine.path, extractor=StubExtractor(DIM)) as engine:
-        index = engine.ann
-        assert not engine._cache.rebuilt_unsaved, "the previous file must load as it is"
+        with monkeypatch.context() as m:  # the previous file must load as it is, not be rebuilt
+            m.setattr(retrieval.bundle, "create_index", _no_build)
+            index = engine.ann
         assert index.ntotal == 110, "and catch up with the removals the catalog committed"
+        assert hashlib.sha256(index_file.read_bytes()).hexdigest() == before, "a reader rewrote the index"
         for i in (1, 50, 150):
             hits = [h.id for h in engine.search(s.vectors[i], k=120)]
-            assert len(hits) == 110 and min(hits) > 100 and (i <= 100 or hits[0] == i)
+            assert len(hits) == 110 and min(hits) > 100, "a removed image came back"
+            if i > 100:  # a live image finds itself first
+                assert hits[0] == i
         engine.remove([150])  # a writer: taking the lock clears the crashed save's temp file
     assert not list(s.engine.path.glob(ANN_FILE + ".*.tmp"))
-    with Engine.open(s.engine.path, extractor=StubExtractor(DIM)) as engine:
-        assert engine.ann.ntotal == 109 and not engine._cache.rebuilt_unsaved
+    saved = index_file.read_bytes()
+    with Engine.open(s.engine.path, extractor=StubExtractor(DIM)) as engine, monkeypatch.context() as m:
+        m.setattr(retrieval.bundle, "create_index", _no_build)  # the writer's save loads as it is
+        assert engine.ann.ntotal == 109
+    assert index_file.read_bytes() == saved
+
+
+def test_a_second_process_queries_while_another_adds(tmp_path: Path, make_engine, sample_dir: Path,
+                                                      extractor) -> None:
+    engine = make_engine()
+    engine.index([sample_dir])
+    query_vec = engine.vectors([1])[0]
+    engine.close()
+    more = copy_images(caltech_slice(per_class=6, classes=16), tmp_path / "more")
+    writer = subprocess.Popen(index_command(more, engine.path, "-q"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    counts = []
+    with Engine.open(engine.path, extractor=extractor) as reader:
+        while True:
+            finished = writer.poll() is not None
+            hits = reader.search(query_vec, k=20)
+            assert len(hits) == 20
+            live = {i for i, _ in catalog_rows(engine.path).values()}
+            assert {h.id for h in hits} <= live
+            counts.append(reader.ann.ntotal)
+            if finished:
+                break
+            time.sleep(0.2)
+    assert writer.returncode == 0, writer.stderr.read().decode()[-500:]
+    assert counts[-1] == 50 + 96
+    assert len(set(counts)) > 2, f"the reader should have seen the index grow: {counts}"
+    assert np.all(np.diff(counts) >= 0)

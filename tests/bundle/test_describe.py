@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+import retrieval.bundle
 from retrieval import Engine
 from retrieval.engine import ANN_FILE
 
@@ -22,31 +23,42 @@ def _reopen(path: Path) -> Engine:
     return Engine.open(path, extractor=StubExtractor(DIM))
 
 
+def _forbid_loading(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make reading a whole index file, loading an index or building one fail: what
+    `info` may read is the file's header."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("info loaded or built the ANN index")
+
+    for name in ("read_bundle_file", "load_index", "create_index"):
+        monkeypatch.setattr(retrieval.bundle, name, refuse)
+
+
 @pytest.mark.parametrize("backend,params", [("auto", None), ("hnsw", {"M": 12}), ("ivf", {"nlist": 8}),
                                             ("annoy", None)])
 def test_a_fresh_engine_describes_the_saved_index_as_the_engine_that_built_it(
-        tmp_path: Path, backend: str, params: dict[str, Any] | None) -> None:
+        tmp_path: Path, backend: str, params: dict[str, Any] | None, monkeypatch: pytest.MonkeyPatch) -> None:
     s = synthetic_bundle(tmp_path / "b", clustered(N, DIM, 8, seed=1), backend, params)
     with s.engine:
         built = s.engine.info()["index"]  # the index in memory, as reindex left it
     assert built["count"] == N
+    _forbid_loading(monkeypatch)
     with _reopen(tmp_path / "b") as engine:
         assert engine.info()["index"] == built
-        assert engine._cache._index is None, "info loaded the index"
 
 
-def test_without_a_fitting_file_the_settings_say_what_will_be_built(tmp_path: Path) -> None:
+def test_without_a_fitting_file_the_settings_say_what_will_be_built(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     s = synthetic_bundle(tmp_path / "b", clustered(N, DIM, 8, seed=2), "hnsw", {"M": 12})
     with s.engine:
         built = s.engine.info()["index"]
     file = tmp_path / "b" / ANN_FILE
     clean = file.read_bytes()
+    _forbid_loading(monkeypatch)
     for damage in (file.unlink, lambda: file.write_bytes(b"not a header"), lambda: file.write_bytes(b"[1]\n"),
                    lambda: file.write_bytes(clean.replace(b'"manifest": "stub-digest"', b'"manifest": "other"'))):
         damage()
         with _reopen(tmp_path / "b") as engine:
             assert engine.info()["index"] == built
-            assert engine._cache._index is None
         file.write_bytes(clean)
 
 

@@ -1,6 +1,7 @@
 """Every command-line error is one line on stderr, a non-zero exit and no traceback:
-usage errors (Click's, boxed or multi-line by default), the engine's RetrievalErrors,
-interruptions and bugs."""
+usage errors (Click's, boxed or multi-line by default), the engine's RetrievalErrors
+(a bad query image, a missing index or folder, however long the message), interruptions
+and bugs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import pytest
 
 from retrieval.engine import Engine
 
+from .. import badimages as bi
 from .conftest import invoke, one_error_line
+
+
+def _squash(text: str) -> str:
+    """Text with all whitespace removed, to compare paths across console line folds."""
+    return "".join(text.split())
 
 
 @pytest.mark.parametrize(("args", "expected"), [
@@ -102,3 +109,60 @@ def test_an_interruption_exits_130_with_a_hint(monkeypatch: pytest.MonkeyPatch, 
 
     monkeypatch.setattr(Engine, "open", interrupt)
     assert "run the same command again" in one_error_line(invoke("info", "-i", str(small_bundle)), code=130)
+
+
+def test_usage_errors_exit_2_with_one_line(small_bundle: Path) -> None:
+    assert one_error_line(invoke("query", "-i", str(small_bundle))).startswith("error: ")  # no image, no --id
+    assert "KEY=VALUE" in one_error_line(invoke("query", "--id", "1", "--where", "novalue", "-i", str(small_bundle)))
+    assert "424242" in one_error_line(invoke("query", "--id", "424242", "-i", str(small_bundle)))
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "truncated_jpeg", "zero_byte", "non_image", "missing", "folder",
+                                  "combined"])
+def test_cli_bad_query_image_is_one_line_and_exit_2(tiny_bundle: Path, bad_dir: Path, tmp_path: Path,
+                                                    kind: str) -> None:
+    if kind == "missing":
+        args, reason = [str(tmp_path / "missing.jpg")], "file not found"
+    elif kind == "folder":
+        (tmp_path / "a folder").mkdir()
+        args, reason = [str(tmp_path / "a folder")], "is a folder"
+    elif kind == "combined":  # an indexed image and a bad one
+        indexed = tmp_path / "indexed" / bi.sample_photos(1)[0].name
+        assert indexed.is_file()
+        args, reason = [str(indexed), str(bi.undecodable(bad_dir, "corrupt"))], "not a recognised image format"
+    else:
+        args, reason = [str(bi.undecodable(bad_dir, kind))], bi.UNDECODABLE[kind][2]
+    assert reason in one_error_line(invoke("query", *args, "-i", str(tiny_bundle)))
+
+
+@pytest.mark.parametrize("command", [["query", "x.jpg"], ["info"], ["remove", "1"], ["info", "--json"]])
+def test_cli_missing_index_is_an_error_exit_2(tmp_path: Path, command: list[str]) -> None:
+    missing = tmp_path / "nonexistent"
+    line = one_error_line(invoke(*command, "-i", str(missing)))
+    assert "no index at" in line and _squash(str(missing)) in _squash(line)
+    assert not missing.exists(), "looking for an index must not create one"
+
+
+def test_cli_index_missing_folder_is_an_error_exit_2(tiny_bundle: Path, tmp_path: Path) -> None:
+    line = one_error_line(invoke("index", str(tmp_path / "gone"), "-i", str(tiny_bundle), "-q"))
+    assert "folder not found" in line
+
+
+def test_cli_long_error_messages_stay_on_one_line(tiny_bundle: Path, bad_dir: Path, tmp_path: Path) -> None:
+    """one_error_line checks that each message, ~1200 characters here, is one line."""
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name-for-an-index"] * 30)
+    for args, expected in ((["info", "-i", str(deep)], str(deep)),
+                           (["query", "x.jpg", "-i", str(deep)], str(deep)),
+                           (["query", str(bi.undecodable(bad_dir, "bomb_header")), "-i", str(tiny_bundle)],
+                            "decompression bomb")):
+        assert expected in one_error_line(invoke(*args))
+
+
+def test_cli_error_shows_paths_with_brackets_verbatim(tmp_path: Path) -> None:
+    for name in ("old [draft] index", "index [/old]"):
+        missing = tmp_path / name
+        line = one_error_line(invoke("info", "-i", str(missing)))
+        assert " ".join(str(missing).split()) in " ".join(line.split())

@@ -1,29 +1,26 @@
-"""The `retrieve` command line, end to end on the bundled sample."""
+"""`retrieve query` and `retrieve dupes`, end to end: the real console script, results by
+path and by id, filters, tags, duplicate groups and --dedup.
+
+The duplicate and filter checks run on the indexed sample photos with a byte-identical
+copy and a resized PNG re-encode added (tests/annhelpers.py's photo template).
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from retrieval.cli.app import app
 
+from ..annhelpers import copy_bundle, photo_template
+
 runner = CliRunner()
-
-
-@pytest.fixture()
-def indexed(make_engine, sample_dir: Path) -> Path:
-    """A bundle holding the 50 sample photos, built through the API with the shared model."""
-    engine = make_engine()
-    engine.index([sample_dir])
-    engine.close()
-    return engine.path
 
 
 def test_index_and_query_through_the_real_console_script(tmp_path: Path, sample_dir: Path) -> None:
@@ -61,67 +58,69 @@ def test_query_table_by_id_and_path(indexed: Path, sample_dir: Path) -> None:
     assert first not in [r["id"] for r in json.loads(by_id.stdout)["results"]]
 
 
-def test_info_json_and_table(indexed: Path) -> None:
-    res = runner.invoke(app, ["info", "-i", str(indexed), "--json"])
-    assert res.exit_code == 0
-    info = json.loads(res.stdout)
-    assert (info["count"], info["failed_count"], info["dim"]) == (50, 0, 1280)
-    assert info["extractor"]["backbone"] == "tf_efficientnet_lite0"
-    assert (info["index"]["type"], info["index"]["effective"]) == ("auto", "flat")  # small: exact search
-    assert info["size_bytes"] > 50 * 1280 * 4
-    table = runner.invoke(app, ["info", "-i", str(indexed)])
-    assert "50 indexed" in table.stdout and "tf_efficientnet_lite0" in table.stdout
-
-
-def test_remove_then_reindex_restores(indexed: Path, sample_dir: Path) -> None:
-    victim = sorted((sample_dir / "dolphin").iterdir())[0]
-    res = runner.invoke(app, ["remove", str(victim), "-i", str(indexed), "--json"])
-    assert res.exit_code == 0 and json.loads(res.stdout) == {"removed": 1}
-    info = json.loads(runner.invoke(app, ["info", "-i", str(indexed), "--json"]).stdout)
-    assert info["count"] == 49
-
-
-def test_usage_errors_exit_2_with_one_line(indexed: Path) -> None:
-    res = runner.invoke(app, ["query", "-i", str(indexed)])
-    assert res.exit_code == 2 and res.stderr.strip().startswith("error:")
-    res = runner.invoke(app, ["query", "--id", "1", "--where", "novalue", "-i", str(indexed)])
-    assert res.exit_code == 2 and "KEY=VALUE" in res.stderr
-    res = runner.invoke(app, ["query", "--id", "424242", "-i", str(indexed)])
-    assert res.exit_code == 2 and "424242" in res.stderr and "Traceback" not in res.output
-
-
-def test_reindex_switches_the_backend_and_index_keeps_it(indexed: Path, sample_dir: Path) -> None:
-    res = runner.invoke(app, ["reindex", "--backend", "hnsw", "--param", "M=12", "-i", str(indexed), "--json"])
-    assert res.exit_code == 0, res.output
-    described = json.loads(res.stdout)
-    assert (described["type"], described["effective"], described["params"]["M"]) == ("hnsw", "hnsw", 12)
-    res = runner.invoke(app, ["index", str(sample_dir), "-i", str(indexed), "--backend", "flat", "-q"])
-    assert res.exit_code == 2 and "reindex --backend" in res.stderr  # an existing index is switched by reindex
-    res = runner.invoke(app, ["index", str(sample_dir), "-i", str(indexed), "-q", "--json", "--workers", "0"])
-    assert res.exit_code == 0 and json.loads(res.stdout)["unchanged"] == 50
-    assert json.loads(runner.invoke(app, ["info", "-i", str(indexed), "--json"]).stdout)["index"]["type"] == "hnsw"
-
-
-def test_eval_in_an_existing_index_dir(indexed: Path, sample_dir: Path) -> None:
-    res = runner.invoke(app, ["eval", str(sample_dir), "--index-dir", str(indexed), "-k", "4", "--json", "-q"])
-    assert res.exit_code == 0, res.output
-    report = json.loads(res.stdout)
-    assert (report["gallery"], report["leave_one_out"]) == (50, True) and 0 < report["map"] <= 1
-    assert set(report["precision_at"]) == {"4"}
+# ---------------------------------------------------------------- copies, filters and tags
 
 
 @pytest.fixture()
-def library_logger() -> Iterator[logging.Logger]:
-    """The library's logger, its level restored afterwards (the CLI sets it process-wide)."""
-    logger = logging.getLogger("retrieval")
-    level = logger.level
-    yield logger
-    logger.setLevel(level)
+def photos(tmp_path_factory: pytest.TempPathFactory, extractor, tmp_path: Path):
+    template = photo_template(tmp_path_factory.getbasetemp() / "photo-template", extractor)
+    return template, copy_bundle(template, tmp_path / "bundle")
 
 
-@pytest.mark.parametrize(("flag", "level"), [("-v", logging.INFO), ("-vv", logging.DEBUG)])
-def test_verbose_sets_the_library_log_level(library_logger: logging.Logger, tmp_path: Path, flag: str,
-                                            level: int) -> None:
-    res = runner.invoke(app, [flag, "info", "-i", str(tmp_path / "none")])
-    assert res.exit_code == 2  # no index there: the root options still took effect
-    assert library_logger.level == level
+def _cli(*args: str) -> Any:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_dupes_lists_identical_and_near_copies(photos) -> None:
+    template, bundle = photos
+    exact = _cli("dupes", "--exact", "-i", str(bundle), "--json")
+    assert [sorted(g["paths"]) for g in exact] == [sorted([str(template.original), str(template.exact_copy)])]
+    assert exact[0]["exact"] is True
+    near = _cli("dupes", "-i", str(bundle), "--json", "-q")
+    groups = [set(g["paths"]) for g in near]
+    assert {str(template.original), str(template.exact_copy)} in groups
+    assert {str(template.near_source), str(template.near_copy)} in groups
+    assert len(groups) == 2, "distinct photos of one class must not be grouped"
+    by_near = next(g for g in near if str(template.near_copy) in g["paths"])
+    assert not by_near["exact"] and 0.9 <= by_near["score"] < 1.0
+
+
+def test_query_dedup_folds_copies_and_still_returns_k(photos) -> None:
+    """Another photo of the class finds both members of a copy pair; --dedup keeps the
+    better-ranked one, lists the other under it, and fills the list to k."""
+    template, bundle = photos
+    for first, copy in [(template.original, template.exact_copy), (template.near_source, template.near_copy)]:
+        query = str(sorted(first.parent.iterdir())[1])
+        plain = _cli("query", query, "-k", "6", "-i", str(bundle), "--json")["results"]
+        assert {str(first), str(copy)} <= {r["path"] for r in plain}
+        folded = _cli("query", query, "-k", "6", "--dedup", "-i", str(bundle), "--json")["results"]
+        assert len(folded) == 6
+        kept = [r for r in folded if r["path"] in (str(first), str(copy))]
+        assert len(kept) == 1 and kept[0]["duplicates"] == [str(copy) if kept[0]["path"] == str(first) else str(first)]
+
+
+def test_query_filters_and_tags_on_the_command_line(photos) -> None:
+    template, bundle = photos
+    query = str(template.original)
+    cups = template.photos / "cup"
+
+    def results(*options: str) -> list[dict[str, Any]]:
+        return _cli("query", query, "-k", "8", "-i", str(bundle), "--json", *options)["results"]
+
+    folder = results("--folder", str(cups))
+    assert len(folder) == 5 and all(r["path"].startswith(str(cups) + "/") for r in folder)
+    old = results("--until", "2002-01-01")
+    assert {r["path"] for r in old} == {str(p) for p in cups.iterdir()}
+    assert all(not r["path"].startswith(str(cups)) for r in results("--since", "2002-01-01"))
+    png = results("--type", "png")
+    assert [r["path"] for r in png] == [str(template.near_copy)]
+    tagged = [str(p) for p in sorted((template.photos / "starfish").iterdir())[:3]]
+    assert _cli("tag", *tagged, "--add", "sea", "--add", "fav", "-i", str(bundle), "--json") == {"changed": 3}
+    _cli("tag", tagged[0], "--remove", "fav", "-i", str(bundle), "--json")
+    assert {r["path"] for r in results("--tag", "sea")} == set(tagged)
+    assert {r["path"] for r in results("--tag", "sea", "--tag", "fav")} == set(tagged[1:])
+    assert {r["path"] for r in results("--path", "*/extra/*")} == {str(template.exact_copy), str(template.near_copy)}
+    missing = runner.invoke(app, ["tag", str(template.photos / "nope.jpg"), "--add", "x", "-i", str(bundle)])
+    assert missing.exit_code == 2 and "not in the index" in missing.stderr and "Traceback" not in missing.output

@@ -32,7 +32,7 @@ from retrieval.images.batches import Decoded, DecodeDataset, DecodedBatch, colla
 from retrieval.images.files import FileBytes, content_digest
 from retrieval.images.preprocess import Preprocessor
 
-from .badimages import (
+from ..badimages import (
     EXIF_ORIENTATION,
     sample_photos,
     write_cmyk_jpeg,
@@ -41,7 +41,7 @@ from .badimages import (
     write_rgba_png,
     write_truncated_jpeg,
 )
-from .conftest import caltech_slice
+from ..conftest import caltech_slice
 
 CPU = torch.device("cpu")
 MEAN_TOL, P99_TOL, MAX_TOL, COSINE_MIN = 1.0, 4, 32, 0.99

@@ -21,7 +21,7 @@ from retrieval.images.batches import DecodeDataset
 from retrieval.images.files import MAX_FILE_BYTES, content_digest, discover, file_digest, read_file
 from retrieval.images.preprocess import Preprocessor
 
-from ..badimages import sample_photos
+from ..badimages import sample_photos, write_loop_tree
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "mkfifo") or not os.path.exists("/dev/zero"),
                                 reason="FIFOs and /dev/zero are POSIX")
@@ -165,3 +165,23 @@ def test_indexing_keeps_to_the_folder_and_records_links_inside(make_engine, tmp_
     report = engine.index([root])
     assert report.failed == [] and (report.added, report.duplicates) == (3, 1)  # the inside link: a copy
     assert {r.path for r in engine.catalog.rows_under([str(tmp_path)]).values()} == {*album, str(root / "favourite.jpg")}
+
+
+# ---------------------------------------------------------------- discovery of awkward trees
+
+
+def test_discover_terminates_on_symlink_loops_and_yields_each_image_once(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    expected = write_loop_tree(root)
+    found = [str(p) for p in itertools.islice(discover([root]), 1000)]  # bounded: a loop cannot hang
+    assert sorted(found) == sorted(expected)
+    # overlapping roots, and a root reached through the loop, add nothing
+    found = [str(p) for p in itertools.islice(discover([root, root / "a", root / "a" / "up" / "b"]), 1000)]
+    assert sorted(found) == sorted(expected)
+
+
+def test_discover_skips_a_folder_named_like_an_image_but_enters_it(tmp_path: Path) -> None:
+    album = tmp_path / "album.jpg"
+    album.mkdir()
+    shutil.copyfile(sample_photos(1)[0], album / "inside.jpg")
+    assert [str(p) for p in discover([tmp_path])] == [str(album / "inside.jpg")]

@@ -1,10 +1,8 @@
-"""Bad input, at every level: decoding, discovery, indexing, and the command line.
-
-Corrupt, truncated, zero-byte, non-image, unsupported and decompression-bomb files;
-CMYK, 16-bit, palette, alpha and EXIF-rotated images; paths with spaces, non-ASCII
-and non-UTF-8 bytes; unreadable files; symlink loops. Indexing records each failure
-with its reason, goes on, and loses nothing indexed before; the CLI turns a bad query
-image or a missing index into one line on stderr and exit code 2.
+"""Bad files while indexing: corrupt, truncated, zero-byte, non-image, unsupported and
+decompression-bomb files; CMYK, 16-bit, palette, alpha and EXIF-rotated images; paths
+with spaces, non-ASCII and non-UTF-8 bytes; unreadable files; broken links and symlink
+loops. Indexing records each failure with its reason, goes on, and loses nothing
+indexed before.
 
 All files are generated (see tests/badimages.py); only a handful of sample photos are
 embedded, with the session's shared model.
@@ -12,48 +10,20 @@ embedded, with the session's shared model.
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-import PIL.Image
-import PIL.ImageFile
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
 import retrieval.images.batches
 import retrieval.indexing.plan
 from retrieval import Engine, RetrievalError
-from retrieval.cli.app import app
 from retrieval.errors import BadImageError
-from retrieval.images.decode import MAX_PIXELS, load_image
-from retrieval.images.batches import DecodeDataset, collate_decoded
-from retrieval.images.preprocess import Preprocessor
-from retrieval.images.files import discover, os_reason
+from retrieval.images.files import os_reason
 
-from . import badimages as bi
-
-runner = CliRunner()
-
-
-# ====================================================================== helpers and fixtures
-
-
-@pytest.fixture(scope="module")
-def bad_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One read-only set of every undecodable kind (the real bomb costs ~0.4 s to write)."""
-    d = tmp_path_factory.mktemp("undecodable")
-    for name, writer, _ in bi.UNDECODABLE.values():
-        writer(d / name)
-    return d
-
-
-def _bad(bad_dir: Path, kind: str) -> Path:
-    return bad_dir / bi.UNDECODABLE[kind][0]
+from .. import badimages as bi
 
 
 def _copy_undecodable(bad_dir: Path, dest: Path) -> dict[str, str]:
@@ -66,32 +36,6 @@ def _copy_undecodable(bad_dir: Path, dest: Path) -> dict[str, str]:
     return expected
 
 
-def _rgb(decoded) -> np.ndarray:
-    assert decoded.image.mode == "RGB"
-    return np.asarray(decoded.image).astype(int)
-
-
-def _is_red(px: np.ndarray) -> bool:
-    return px[0] > 200 and px[1] < 70 and px[2] < 70
-
-
-def _is_white(px: np.ndarray) -> bool:
-    return bool((px > 220).all())
-
-
-def _corners(a: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean colour of a small patch well inside each corner."""
-    h, w = a.shape[:2]
-    ph, pw = max(1, h // 10), max(1, w // 10)
-    y0, y1, x0, x1 = 1, h - 1 - ph, 1, w - 1 - pw
-    return {
-        "top-left": a[y0:y0 + ph, x0:x0 + pw].reshape(-1, 3).mean(0),
-        "top-right": a[y0:y0 + ph, x1:x1 + pw].reshape(-1, 3).mean(0),
-        "bottom-left": a[y1:y1 + ph, x0:x0 + pw].reshape(-1, 3).mean(0),
-        "bottom-right": a[y1:y1 + ph, x1:x1 + pw].reshape(-1, 3).mean(0),
-    }
-
-
 def _failed(report) -> dict[str, str]:
     paths = [p for p, _ in report.failed]
     assert len(paths) == len(set(paths)), f"a file was reported failed twice: {paths}"
@@ -100,221 +44,6 @@ def _failed(report) -> dict[str, str]:
 
 def _ok_paths(engine: Engine, root: Path) -> set[str]:
     return {p for p, r in engine.catalog.rows_under([str(root)]).items() if r.status == "ok"}
-
-
-def _lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
-
-
-def _squash(text: str) -> str:
-    """Text with all whitespace removed, to compare paths across console line folds."""
-    return "".join(text.split())
-
-
-# ====================================================================== load_image
-
-
-@pytest.mark.parametrize("kind", sorted(bi.UNDECODABLE))
-@pytest.mark.parametrize("draft_size", [None, 224], ids=["full", "draft"])
-def test_undecodable_file_raises_bad_image_error_with_its_reason(bad_dir: Path, kind: str,
-                                                                 draft_size: int | None) -> None:
-    path = _bad(bad_dir, kind)
-    with pytest.raises(BadImageError) as info:
-        load_image(path, draft_size=draft_size)
-    reason = str(info.value)
-    assert bi.UNDECODABLE[kind][2] in reason
-    assert "\n" not in reason and reason.strip() == reason
-
-
-def test_decompression_bomb_is_refused_by_default_before_decoding(bad_dir: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    bomb = _bad(bad_dir, "bomb")
-    assert bomb.stat().st_size < 100_000, "the bomb must be small on disk"
-    with Image.open(bomb) as img:  # a real, valid file: only its size is the problem
-        assert img.size == (12_000, 12_000) and img.width * img.height > MAX_PIXELS
-
-    def no_decoding(self, *a, **k):
-        raise AssertionError("the bomb's pixels were decoded")
-
-    monkeypatch.setattr(PIL.ImageFile.ImageFile, "load", no_decoding)
-    # Our limit names the size; far beyond it, Pillow's own guard (which we leave in
-    # place for the host process) refuses first and names the pixel count.
-    for path, sizes in [(bomb, ("12000x12000",)), (_bad(bad_dir, "bomb_header"), ("100000x100000", "10000000000 pixels"))]:
-        with pytest.raises(BadImageError, match="decompression bomb") as info:
-            load_image(path)
-        assert any(size in str(info.value) for size in sizes), str(info.value)
-
-
-def test_max_pixels_limit_is_inclusive(tmp_path: Path) -> None:
-    path = tmp_path / "small.png"
-    Image.new("RGB", (64, 64), (10, 20, 30)).save(path)
-    assert load_image(path, max_pixels=64 * 64).image.size == (64, 64)
-    with pytest.raises(BadImageError, match="over the limit of 4,095"):
-        load_image(path, max_pixels=64 * 64 - 1)
-
-
-def test_unreadable_file_reason_is_permission_denied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    locked = tmp_path / "locked.jpg"
-    shutil.copyfile(bi.sample_photos(1)[0], locked)
-    real_open = os.open
-
-    def guarded_open(path, *a, **k):
-        if os.fspath(path) == str(locked):
-            raise PermissionError(13, "Permission denied", str(locked))
-        return real_open(path, *a, **k)
-
-    monkeypatch.setattr(os, "open", guarded_open)
-    with pytest.raises(BadImageError, match="permission denied"):
-        load_image(locked)
-
-
-def test_missing_file_and_directory_reasons(tmp_path: Path) -> None:
-    with pytest.raises(BadImageError, match="not found"):
-        load_image(tmp_path / "missing.jpg")
-    (tmp_path / "album.jpg").mkdir()
-    with pytest.raises(BadImageError, match="directory"):
-        load_image(tmp_path / "album.jpg")
-
-
-@pytest.mark.parametrize("draft_size", [None, 8], ids=["full", "draft"])
-def test_cmyk_jpeg_decodes_to_rgb_with_its_colours(tmp_path: Path, draft_size: int | None) -> None:
-    src = Image.open(bi.write_cmyk_jpeg(tmp_path / "cmyk.jpg"))
-    assert src.mode == "CMYK"
-    decoded = load_image(tmp_path / "cmyk.jpg", draft_size=draft_size)
-    a = _rgb(decoded)
-    h, w = a.shape[:2]
-    assert (decoded.width, decoded.height) == (64, 32)
-    left, right = a[h // 2, w // 4], a[h // 2, 3 * w // 4]
-    assert np.abs(left - bi.RED).max() <= 12, left
-    assert np.abs(right - bi.BLUE).max() <= 12, right
-
-
-def test_16_bit_gradient_is_scaled_not_clipped(tmp_path: Path) -> None:
-    path = bi.write_gray16_png(tmp_path / "gray16.png")
-    with Image.open(path) as src:
-        assert src.mode.startswith("I")
-        raw = np.asarray(src)
-        assert raw[0, 128] > 32_000  # mid-grey in 16 bits
-    a = _rgb(load_image(path))
-    assert (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()
-    row = a[0, :, 0]
-    assert row[0] <= 1 and row[-1] >= 254
-    assert abs(int(row[128]) - 128) <= 2, row[128]  # 32896 / 65535 of white, not clipped to 255
-    assert (np.diff(row) >= 0).all() and len(np.unique(row)) > 200  # the gradient survives
-
-
-def test_dark_16_bit_image_stays_dark(tmp_path: Path) -> None:
-    path = bi.write_gray16_png(tmp_path / "dark16.png", top=255)
-    with Image.open(path) as src:
-        assert src.mode == "I;16"
-    a = _rgb(load_image(path))
-    assert a.max() <= 1, f"16-bit values <= 255 of 65535 came out as {a.max()}"
-
-
-@pytest.mark.parametrize("transparent", [False, True], ids=["opaque", "transparent"])
-def test_palette_png_decodes_to_rgb(tmp_path: Path, transparent: bool) -> None:
-    path = bi.write_palette_png(tmp_path / "palette.png", transparent)
-    with Image.open(path) as src:
-        assert src.mode == "P" and ("transparency" in src.info) == transparent
-    a = _rgb(load_image(path))
-    assert tuple(a[8, 4]) == bi.RED
-    assert tuple(a[8, 24]) == (bi.WHITE if transparent else bi.BLUE)
-
-
-def test_alpha_is_composited_on_white(tmp_path: Path) -> None:
-    path = bi.write_rgba_png(tmp_path / "rgba.png")
-    a = _rgb(load_image(path))
-    assert tuple(a[15, 5]) == bi.RED  # opaque stays
-    assert tuple(a[15, 30]) == bi.WHITE  # fully transparent black shows the white background
-    assert all(abs(v - 127) <= 2 for v in a[5, 30]), a[5, 30]  # half-transparent black: mid-grey
-
-
-EXIF_CASES = {  # orientation: (upright size of the 60x40 stored image, corner the marker lands in)
-    3: ((60, 40), "bottom-right"),
-    6: ((40, 60), "top-right"),
-    8: ((40, 60), "bottom-left"),
-}
-
-
-@pytest.mark.parametrize("orientation", sorted(EXIF_CASES))
-def test_exif_rotated_jpeg_is_decoded_upright(tmp_path: Path, orientation: int) -> None:
-    path = bi.write_exif_rotated_jpeg(tmp_path / f"exif{orientation}.jpg", orientation)
-    with Image.open(path) as src:
-        assert src.size == (60, 40) and src.getexif()[bi.EXIF_ORIENTATION] == orientation
-    decoded = load_image(path)
-    size, marker = EXIF_CASES[orientation]
-    assert decoded.image.size == size and (decoded.width, decoded.height) == size
-    corners = _corners(_rgb(decoded))
-    assert _is_red(corners[marker]), (marker, corners)
-    assert all(_is_white(c) for name, c in corners.items() if name != marker), corners
-
-
-def test_exif_rotated_jpeg_decoded_at_draft_scale_keeps_full_upright_size(tmp_path: Path) -> None:
-    path = bi.write_exif_rotated_jpeg(tmp_path / "big6.jpg", 6, size=(1200, 800))
-    decoded = load_image(path, draft_size=224)  # what the indexer does
-    assert decoded.image.width < decoded.image.height  # upright: portrait
-    assert max(decoded.image.size) < 1200  # really decoded at a reduced scale
-    assert (decoded.width, decoded.height) == (800, 1200)  # the file's full size, upright
-    corners = _corners(_rgb(decoded))
-    assert _is_red(corners["top-right"]) and _is_white(corners["top-left"]), corners
-
-
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_garbage_exif_block_is_ignored(tmp_path: Path) -> None:
-    junk = b"Exif\x00\x00" + np.random.default_rng(3).bytes(64)
-    path = bi.write_exif_rotated_jpeg(tmp_path / "junk-exif.jpg", 1, exif=junk)
-    decoded = load_image(path)
-    assert decoded.image.size == (60, 40)
-    assert _is_red(_corners(_rgb(decoded))["top-left"])
-
-
-def test_decode_dataset_turns_bad_files_into_errors(bad_dir: Path) -> None:
-    good = str(bi.sample_photos(1)[0])
-    kinds = sorted(bi.UNDECODABLE)
-    paths = [good] + [str(_bad(bad_dir, k)) for k in kinds]
-    dataset = DecodeDataset(paths, Preprocessor(224))
-    items = [dataset[i] for i in range(len(dataset))]  # never raises
-    assert items[0].error is None and items[0].pixels.shape == (224, 224, 3)
-    for kind, item in zip(kinds, items[1:]):
-        assert item.pixels is None and bi.UNDECODABLE[kind][2] in item.error, (kind, item.error)
-    batch = collate_decoded(items)
-    assert batch.indices == [0] and tuple(batch.pixels.shape) == (1, 224, 224, 3)
-    assert [d.index for d in batch.failures] == list(range(1, len(paths)))
-
-
-# ====================================================================== discovery
-
-
-def _loop_tree(root: Path) -> set[str]:
-    """photos/{a/x.jpg, a/up -> .., b/y.png, b/here -> .}; returns the two image paths."""
-    photos = bi.sample_photos(2)
-    (root / "a").mkdir(parents=True)
-    (root / "b").mkdir()
-    shutil.copyfile(photos[0], root / "a" / "x.jpg")
-    Image.open(photos[1]).save(root / "b" / "y.png")
-    os.symlink("..", root / "a" / "up")  # to its own parent: a loop
-    os.symlink(".", root / "b" / "here")  # to itself
-    return {str(root / "a" / "x.jpg"), str(root / "b" / "y.png")}
-
-
-def test_discover_terminates_on_symlink_loops_and_yields_each_image_once(tmp_path: Path) -> None:
-    root = tmp_path / "photos"
-    expected = _loop_tree(root)
-    found = [str(p) for p in itertools.islice(discover([root]), 1000)]  # bounded: a loop cannot hang
-    assert sorted(found) == sorted(expected)
-    # overlapping roots, and a root reached through the loop, add nothing
-    found = [str(p) for p in itertools.islice(discover([root, root / "a", root / "a" / "up" / "b"]), 1000)]
-    assert sorted(found) == sorted(expected)
-
-
-def test_discover_skips_a_folder_named_like_an_image_but_enters_it(tmp_path: Path) -> None:
-    album = tmp_path / "album.jpg"
-    album.mkdir()
-    shutil.copyfile(bi.sample_photos(1)[0], album / "inside.jpg")
-    assert [str(p) for p in discover([tmp_path])] == [str(album / "inside.jpg")]
-
-
-# ====================================================================== indexing
 
 
 @pytest.fixture()
@@ -540,7 +269,7 @@ def test_unreadable_file_by_mode_is_recorded_as_permission_denied(make_engine, t
 
 def test_symlink_loops_and_broken_links_while_indexing(make_engine, tmp_path: Path) -> None:
     root = tmp_path / "photos"
-    expected = _loop_tree(root)
+    expected = bi.write_loop_tree(root)
     os.symlink("missing.jpg", root / "broken.jpg")
     os.symlink("loop.jpg", root / "loop.jpg")
     engine = make_engine()
@@ -577,23 +306,6 @@ def test_add_records_unsupported_missing_and_folder_paths(make_engine, tmp_path:
     assert engine.info()["failed_count"] == 5
 
 
-def test_bad_query_image_raises_bad_image_error_and_the_engine_keeps_working(make_engine, tmp_path: Path,
-                                                                             bad_dir: Path) -> None:
-    root = tmp_path / "photos"
-    root.mkdir()
-    for p in bi.sample_photos(3):
-        shutil.copyfile(p, root / p.name)
-    engine = make_engine()
-    engine.index([root])
-    good = root / bi.sample_photos(1)[0].name
-    for kind in ("corrupt", "truncated_jpeg", "bomb_header"):
-        with pytest.raises(BadImageError, match=bi.UNDECODABLE[kind][2]):
-            engine.search(_bad(bad_dir, kind))
-        with pytest.raises(BadImageError):  # one bad image spoils a combined query
-            engine.search([good, _bad(bad_dir, kind)])
-    assert len(engine.search(good, k=5)) == 2
-
-
 def test_missing_root_is_an_error_and_removes_nothing(make_engine, tmp_path: Path) -> None:
     root = tmp_path / "photos"
     root.mkdir()
@@ -604,107 +316,3 @@ def test_missing_root_is_an_error_and_removes_nothing(make_engine, tmp_path: Pat
     with pytest.raises(RetrievalError, match="folder not found"):
         engine.index([root, tmp_path / "no such folder"])
     assert len(engine) == 2
-
-
-# ====================================================================== command line
-
-
-@pytest.fixture()
-def bundle(make_engine, tmp_path: Path) -> Path:
-    """A small index on disk, built through the API with the shared model."""
-    root = tmp_path / "indexed"
-    root.mkdir()
-    for p in bi.sample_photos(2):
-        shutil.copyfile(p, root / p.name)
-    engine = make_engine("bundle")
-    engine.index([root])
-    engine.close()
-    return engine.path
-
-
-def _assert_one_line_error(res, *, exit_code: int = 2) -> str:
-    assert res.exit_code == exit_code, (res.exit_code, res.output, res.exception)
-    assert "Traceback" not in res.output and "Traceback" not in res.stderr
-    assert res.stdout == ""
-    lines = _lines(res.stderr)
-    assert lines and lines[0].startswith("error:"), res.stderr
-    return res.stderr
-
-
-@pytest.mark.parametrize("kind", ["corrupt", "truncated_jpeg", "zero_byte", "non_image", "missing", "folder",
-                                  "combined"])
-def test_cli_bad_query_image_is_one_line_and_exit_2(bundle: Path, bad_dir: Path, tmp_path: Path,
-                                                    kind: str) -> None:
-    if kind == "missing":
-        args, reason = [str(tmp_path / "missing.jpg")], "file not found"
-    elif kind == "folder":
-        (tmp_path / "a folder").mkdir()
-        args, reason = [str(tmp_path / "a folder")], "is a folder"
-    elif kind == "combined":  # an indexed image and a bad one
-        indexed = tmp_path / "indexed" / bi.sample_photos(1)[0].name
-        args, reason = [str(indexed), str(_bad(bad_dir, "corrupt"))], "not a recognised image format"
-    else:
-        args, reason = [str(_bad(bad_dir, kind))], bi.UNDECODABLE[kind][2]
-    res = runner.invoke(app, ["query", *args, "-i", str(bundle)])
-    stderr = _assert_one_line_error(res)
-    assert len(_lines(stderr)) == 1, stderr
-    assert reason in stderr
-
-
-@pytest.mark.parametrize("command", [["query", "x.jpg"], ["info"], ["remove", "1"], ["info", "--json"]])
-def test_cli_missing_index_is_an_error_exit_2(tmp_path: Path, command: list[str]) -> None:
-    missing = tmp_path / "nonexistent"
-    res = runner.invoke(app, [*command, "-i", str(missing)])
-    stderr = _assert_one_line_error(res)
-    assert "no index at" in stderr and _squash(str(missing)) in _squash(stderr)
-    assert not missing.exists(), "looking for an index must not create one"
-
-
-def test_cli_index_missing_folder_is_an_error_exit_2(bundle: Path, tmp_path: Path) -> None:
-    res = runner.invoke(app, ["index", str(tmp_path / "gone"), "-i", str(bundle), "-q"])
-    stderr = _assert_one_line_error(res)
-    assert "folder not found" in stderr
-
-
-def test_cli_long_error_messages_stay_on_one_line(bundle: Path, bad_dir: Path, tmp_path: Path) -> None:
-    deep = tmp_path.joinpath(*["a-rather-long-folder-name-for-an-index"] * 30)  # ~1200 characters
-    for args in (["info", "-i", str(deep)],
-                 ["query", "x.jpg", "-i", str(deep)],
-                 ["query", str(_bad(bad_dir, "bomb_header")), "-i", str(bundle)]):
-        res = runner.invoke(app, args)
-        stderr = _assert_one_line_error(res)
-        assert len(_lines(stderr)) == 1, stderr
-
-
-def test_cli_error_shows_paths_with_brackets_verbatim(tmp_path: Path) -> None:
-    for name in ("old [draft] index", "index [/old]"):
-        missing = tmp_path / name
-        res = runner.invoke(app, ["info", "-i", str(missing)])
-        stderr = _assert_one_line_error(res)
-        assert " ".join(str(missing).split()) in " ".join(stderr.split())
-
-
-def test_cli_index_reports_bad_files_and_goes_on(bundle: Path, bad_dir: Path, tmp_path: Path) -> None:
-    """The one CLI case that embeds: the CLI builds its own model (a few seconds)."""
-    new = tmp_path / "new"
-    new.mkdir()
-    shutil.copyfile(bi.sample_photos(3)[2], new / "good.jpg")
-    for kind in ("corrupt", "zero_byte", "bomb_header"):
-        shutil.copyfile(_bad(bad_dir, kind), new / bi.UNDECODABLE[kind][0])
-    os.symlink("nowhere.jpg", new / "broken.jpg")
-    bad = {str(new / bi.UNDECODABLE[k][0]) for k in ("corrupt", "zero_byte", "bomb_header")}
-    bad.add(str(new / "broken.jpg"))
-
-    res = runner.invoke(app, ["index", str(new), "-i", str(bundle), "--json", "-q", "--workers", "0",
-                              "--device", "cpu"])
-    assert res.exit_code == 0, (res.output, res.exception)
-    assert "Traceback" not in res.output
-    report = json.loads(res.stdout)  # stdout is the JSON report only
-    assert (report["added"], report["failed"]) == (1, len(bad))
-    assert {f["path"] for f in report["failures"]} == bad
-    squashed = _squash(res.stderr)
-    for path in bad:
-        assert _squash(f"skipped {path}:") in squashed, res.stderr
-
-    info = json.loads(runner.invoke(app, ["info", "-i", str(bundle), "--json"]).stdout)
-    assert info["count"] == 3 and info["failed_count"] == len(bad)
