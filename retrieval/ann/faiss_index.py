@@ -363,8 +363,11 @@ class FaissHNSW:
             sel = None
         # A narrow filter or many tombstones can end the graph walk short of k results:
         # widen the beam twice, then scan the stored vectors exactly under the same filter.
+        # A collection no larger than the beam is scanned at once: the walk would cost as
+        # much, and a sparse graph (small M) can leave a node unreachable from the entry
+        # point, which no re-rank recovers (chaos runs met it at M=8 on 291 vectors).
         ef = max(self.ef_search, k)
-        for _ in range(3):
+        for _ in range(3 if len(self.labels) > ef else 0):
             scores, pos = self.index.search(queries, k, params=faiss.SearchParametersHNSW(efSearch=ef, sel=sel))
             if bool(((pos >= 0).sum(axis=1) >= wanted).all()):
                 break

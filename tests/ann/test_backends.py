@@ -180,3 +180,19 @@ def test_auto_picks_exact_then_hnsw_then_ivfpq_by_size_and_memory() -> None:
     needed = n * (1280 * 4 + 32 * 2 * 8)
     assert resolve_auto(n, 1280, available_bytes=2 * needed + 1) == "hnsw"
     assert resolve_auto(n, 1280, available_bytes=2 * needed - 1) == "ivfpq"
+
+
+@pytest.mark.parametrize("M", [2, 4, 8])
+def test_hnsw_finds_every_vector_of_a_collection_no_larger_than_its_beam(M: int) -> None:
+    """A sparse graph can leave nodes unreachable; below ef_search vectors the scan is exact."""
+    from retrieval.ann import create_index
+
+    rng = np.random.default_rng(M)
+    vectors = rng.standard_normal((300, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(1000, 1300, dtype=np.int64)
+    index = create_index("hnsw", 64, M=M, ef_search=300)
+    index.build(ids, vectors)
+    index.remove(ids[:10])
+    found = index.search(vectors[10:], 1)[1][:, 0]
+    np.testing.assert_array_equal(found, ids[10:])
