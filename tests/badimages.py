@@ -32,6 +32,12 @@ def sample_photos(n: int, cls: str = "cup") -> list[Path]:
     return photos[:n]
 
 
+def copy_photos(folder: Path, n: int, cls: str = "cup") -> list[Path]:
+    """Copies of the first `n` sample photos of `cls` in `folder` (made if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copyfile(p, folder / p.name)) for p in sample_photos(n, cls)]
+
+
 def sample_image(cls: str, name: str) -> Image.Image:
     """One sample photo, decoded to RGB."""
     with Image.open(SAMPLE / cls / name) as im:

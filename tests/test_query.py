@@ -7,7 +7,6 @@ A query image that cannot be decoded is a BadImageError, and the engine goes on.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -125,9 +124,7 @@ def test_a_search_reads_the_catalog_in_one_transaction(engine: Engine, sample_di
 def test_bad_query_image_raises_bad_image_error_and_the_engine_keeps_working(make_engine, tmp_path: Path,
                                                                              bad_dir: Path) -> None:
     root = tmp_path / "photos"
-    root.mkdir()
-    for p in bi.sample_photos(3):
-        shutil.copyfile(p, root / p.name)
+    bi.copy_photos(root, 3)
     engine = make_engine()
     engine.index([root])
     good = root / bi.sample_photos(1)[0].name

@@ -114,9 +114,7 @@ def test_index_records_each_bad_file_with_its_reason_and_indexes_the_rest(make_e
 
 def test_bad_files_added_later_lose_nothing_indexed_before(make_engine, tmp_path: Path, bad_dir: Path) -> None:
     root = tmp_path / "photos"
-    root.mkdir()
-    for p in bi.sample_photos(5):
-        shutil.copyfile(p, root / p.name)
+    bi.copy_photos(root, 5)
     engine = make_engine("bundle")
     assert engine.index([root]).added == 5
     query = root / bi.sample_photos(1)[0].name
@@ -143,9 +141,7 @@ def test_bad_files_added_later_lose_nothing_indexed_before(make_engine, tmp_path
 
 def test_file_that_turns_corrupt_is_recorded_failed_and_recovers_when_fixed(make_engine, tmp_path: Path) -> None:
     root = tmp_path / "photos"
-    root.mkdir()
-    for p in bi.sample_photos(3):
-        shutil.copyfile(p, root / p.name)
+    bi.copy_photos(root, 3)
     engine = make_engine()
     engine.index([root])
     victim = root / bi.sample_photos(3)[1].name
@@ -252,9 +248,7 @@ def test_unreadable_file_is_recorded_as_permission_denied(make_engine, tmp_path:
                     reason="root reads files whatever their mode")
 def test_unreadable_file_by_mode_is_recorded_as_permission_denied(make_engine, tmp_path: Path) -> None:
     root = tmp_path / "photos"
-    root.mkdir()
-    for p in bi.sample_photos(2):
-        shutil.copyfile(p, root / p.name)
+    bi.copy_photos(root, 2)
     locked = root / "locked.jpg"
     shutil.copyfile(bi.sample_photos(3)[2], locked)
     locked.chmod(0)
@@ -308,9 +302,7 @@ def test_add_records_unsupported_missing_and_folder_paths(make_engine, tmp_path:
 
 def test_missing_root_is_an_error_and_removes_nothing(make_engine, tmp_path: Path) -> None:
     root = tmp_path / "photos"
-    root.mkdir()
-    for p in bi.sample_photos(2):
-        shutil.copyfile(p, root / p.name)
+    bi.copy_photos(root, 2)
     engine = make_engine()
     engine.index([root])
     with pytest.raises(RetrievalError, match="folder not found"):
