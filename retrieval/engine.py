@@ -13,9 +13,9 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,10 +25,10 @@ from . import ann, duplicates
 from .bundle import AnnCache, WriteLock
 from .catalog import STATUS_OK, Catalog, check_metadata
 from .errors import (
-    BadQueryError, ExtractorMismatchError, IndexExistsError, IndexNotFoundError, ReadOnlyIndexError, RetrievalError,
+    BadQueryError, IndexExistsError, IndexNotFoundError, ReadOnlyIndexError, RetrievalError,
 )
-from .extractors import ExtractorConfig, Manifest, create_extractor, resolve_extractor
-from .extractors.pooling import POOLINGS
+from .extractors import ExtractorConfig, Manifest, create_extractor
+from .extractors.spec import ExtractorSpec, require_same_fields, split_spec
 from .filters import Filter
 from .images.files import discover
 from .indexing.plan import Plan, plan_sync
@@ -125,7 +125,7 @@ class Engine:
             RetrievalError: a bad option, backend or parameter (nothing is written).
         """
         path, options = Path(path), options or EngineOptions()
-        built, config, overrides = _extractor_spec(extractor)
+        built, config, overrides = split_spec(extractor)
         if _has_manifest(path):
             if not exist_ok:
                 raise IndexExistsError(f"an index already exists at {path}")
@@ -175,14 +175,14 @@ class Engine:
                 raise IndexNotFoundError(f"the creation of the index at {path} was interrupted: run the same "
                                          "`retrieve index` command (or Engine.create) again to finish it")
             manifest = Manifest.from_dict(raw)
-            built, config, overrides = _extractor_spec(extractor)
+            built, config, overrides = split_spec(extractor)
             if built is not None:
                 manifest.check_compatible(built.manifest, "given extractor")
             if overrides:
-                _require_same_fields(path, manifest.config, overrides)
+                require_same_fields(path, manifest.config, overrides)
                 config = replace(manifest.config, weights=overrides.get("weights", manifest.config.weights))
             if config is not None:
-                _require_same_fields(path, manifest.config, asdict(config))
+                require_same_fields(path, manifest.config, asdict(config))
             if config is not None and config != manifest.config:  # other weights: check their digest now
                 built = create_extractor(config, options.device, options.precision)
                 manifest.check_compatible(built.manifest, "given extractor")
@@ -472,55 +472,6 @@ class Engine:
             "generation": self.catalog.generation(), "size_bytes": size,
             "failed": [{"path": r.path, "error": r.error} for r in self.catalog.failed(failed_limit)],
         }
-
-
-ExtractorSpec = Union["Extractor", ExtractorConfig, Mapping[str, Any], str, os.PathLike, None]
-"""What embeds a bundle's images: a built Extractor, a full ExtractorConfig, a mapping of
-some config fields (the rest default, or must match an existing bundle), a backbone name,
-or a `retrieve train` checkpoint's path."""
-
-
-def _extractor_spec(spec: ExtractorSpec) -> tuple[Extractor | None, ExtractorConfig | None, dict[str, Any]]:
-    """(built extractor, full config, partial config fields): exactly one is set, or none."""
-    if spec is None:
-        return None, None, {}
-    if isinstance(spec, ExtractorConfig):
-        return None, spec, {}
-    if isinstance(spec, (str, os.PathLike)):
-        return None, resolve_extractor(spec), {}
-    if isinstance(spec, Mapping):
-        known = {f.name for f in fields(ExtractorConfig)}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise RetrievalError(f"unknown extractor option {unknown[0]!r}; choose {', '.join(sorted(known))}")
-        return None, None, {k: v for k, v in spec.items() if v is not None}
-    from .extractors.base import Extractor  # torch: only a built extractor gets this far
-
-    if isinstance(spec, Extractor):
-        return spec, None, {}
-    raise RetrievalError(f"extractor must be an Extractor, ExtractorConfig, mapping, name or path, "
-                         f"not {type(spec).__name__}")
-
-
-def _require_same_fields(path: Path, stored: ExtractorConfig, asked: Mapping[str, Any]) -> None:
-    """Raise ExtractorMismatchError naming each given field that differs from the stored
-    config (a weights *path* may differ: its digest is checked when the model is built).
-
-    Pooling parameters compare complete, defaults filled in for the pooling asked for, so
-    ``{"pooling": "gem"}`` matches a bundle made with GeM's default exponent.
-    """
-    pooling = asked.get("pooling", stored.pooling)
-    diffs = []
-    for key, value in asked.items():
-        if key == "weights":
-            continue
-        if key == "pooling_params":
-            value = POOLINGS.resolve(pooling, value)
-        if value != getattr(stored, key):
-            diffs.append(f"{key}: index has {getattr(stored, key)!r}, asked for {value!r}")
-    if diffs:
-        raise ExtractorMismatchError(f"index at {path} was built with another extractor ({'; '.join(diffs)}); "
-                                     "drop those options or use a new index folder")
 
 
 def _has_manifest(path: Path) -> bool:
