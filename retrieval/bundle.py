@@ -118,6 +118,17 @@ class AnnCache:
         """The index settings as the catalog stores them (also recorded in the file)."""
         return {"backend": self.backend, "params": self.params}
 
+    def require(self, backend: str | None, params: Mapping[str, Any] | None) -> None:
+        """Raise unless the index already uses this backend and these parameters (however
+        spelled): an existing bundle is switched with :meth:`switch`, never by reopening it."""
+        want_backend = backend or self.backend
+        same_backend = want_backend == self.backend
+        want_params = check_settings(want_backend, params or (self.params if same_backend else {}))
+        if (want_backend, want_params) != (self.backend, check_settings(self.backend, self.params)):
+            raise RetrievalError(f"the index at {self.file.parent} uses the {self.backend} backend "
+                                 f"{dict(self.params) or ''}; switch with `retrieve reindex --backend "
+                                 f"{want_backend}` (Engine.reindex), or drop the backend options")
+
     def sync(self) -> AnnIndex:
         """The index, loaded or built if needed and caught up with the catalog."""
         if self._index is None and not self._load():

@@ -13,7 +13,6 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ from .errors import (
     BadQueryError, IndexExistsError, IndexNotFoundError, ReadOnlyIndexError, RetrievalError,
 )
 from .extractors import ExtractorConfig, Manifest, create_extractor
-from .extractors.spec import ExtractorSpec, require_same_fields, split_spec
+from .extractors.spec import ExtractorSpec, extractor_for, split_spec
 from .filters import Filter
 from .images.files import discover
 from .indexing.plan import Plan, plan_sync
@@ -67,19 +66,12 @@ class Engine:
     """
 
     def __init__(self, path: Path, catalog: Catalog, manifest: Manifest, options: EngineOptions,
-                 extractor: Extractor | None = None, config: ExtractorConfig | None = None,
-                 denoiser: Denoiser | None = None) -> None:
-        """Use :meth:`create` or :meth:`open`: they check the bundle and the options first.
-
-        `config` replaces the manifest's config when the model is built (the same
-        network from another weights file, or a checkpoint that moved); the built
-        model must still match the manifest.
-        """
+                 extractor: Extractor | None = None, denoiser: Denoiser | None = None) -> None:
+        """Use :meth:`create` or :meth:`open`: they check the bundle and the options first."""
         self.path = path
         self.catalog = catalog
         self.manifest = manifest
         self.options = options
-        self._config = config or manifest.config
         self._extractor = extractor
         if denoiser is None and options.denoise:
             from .extractors.denoise import Denoiser
@@ -131,7 +123,7 @@ class Engine:
                 raise IndexExistsError(f"an index already exists at {path}")
             engine = cls.open(path, options=options, extractor=built or config or overrides)
             try:
-                engine._require_backend(backend, backend_params)
+                engine._cache.require(backend, backend_params)
             except BaseException:
                 engine.close()
                 raise
@@ -157,9 +149,9 @@ class Engine:
 
         Args:
             extractor: normally None (the bundle's own). A built Extractor is checked
-                against the manifest now; a config, mapping (e.g. ``{"weights": "moved.pth"}``),
-                name or checkpoint path is checked field by field now and by its weights
-                digest when the model is built.
+                against the manifest; a config, mapping (e.g. ``{"weights": "moved.pth"}``),
+                name or checkpoint path is checked field by field, and one with other
+                weights is built now to check their digest.
 
         Raises:
             IndexNotFoundError: no bundle at `path`, or its creation never finished.
@@ -175,17 +167,7 @@ class Engine:
                 raise IndexNotFoundError(f"the creation of the index at {path} was interrupted: run the same "
                                          "`retrieve index` command (or Engine.create) again to finish it")
             manifest = Manifest.from_dict(raw)
-            built, config, overrides = split_spec(extractor)
-            if built is not None:
-                manifest.check_compatible(built.manifest, "given extractor")
-            if overrides:
-                require_same_fields(path, manifest.config, overrides)
-                config = replace(manifest.config, weights=overrides.get("weights", manifest.config.weights))
-            if config is not None:
-                require_same_fields(path, manifest.config, asdict(config))
-            if config is not None and config != manifest.config:  # other weights: check their digest now
-                built = create_extractor(config, options.device, options.precision)
-                manifest.check_compatible(built.manifest, "given extractor")
+            built = extractor_for(manifest, extractor, path, options.device, options.precision)
         except BaseException:
             catalog.close()
             raise
@@ -207,7 +189,7 @@ class Engine:
         """The warm model; built on first use and checked against the manifest."""
         if self._extractor is None:
             start = time.perf_counter()
-            built = create_extractor(self._config, self.options.device, self.options.precision)
+            built = create_extractor(self.manifest.config, self.options.device, self.options.precision)
             self.manifest.check_compatible(built.manifest, "extractor available here")
             self._extractor = built
             self.load_seconds = time.perf_counter() - start
@@ -270,10 +252,10 @@ class Engine:
     def remove(self, ids_or_paths: Iterable[int | str | os.PathLike[str]]) -> int:
         """Remove images by id or path; returns how many were removed."""
         with self._writing():
-            found = self._resolve_ids(ids_or_paths, strict=False)
+            found = self.catalog.resolve_ids(ids_or_paths, strict=False)
             if found:
                 self.catalog.apply(removals=sorted(found))
-                self._persist_index()
+                self._cache.persist()
             return len(found)
 
     def set_metadata(self, image_id: int, metadata: Mapping[str, Any]) -> None:
@@ -291,21 +273,8 @@ class Engine:
         Raises:
             RetrievalError: an id or path is not in the index.
         """
-        ids = self._resolve_ids(ids_or_paths, strict=True)
+        ids = self.catalog.resolve_ids(ids_or_paths, strict=True)
         return self.catalog.update_tags(sorted(ids), add, remove)
-
-    def _resolve_ids(self, ids_or_paths: Iterable[int | str | os.PathLike[str]], strict: bool) -> set[int]:
-        ids, paths = [], []
-        for item in ids_or_paths:
-            (ids if isinstance(item, (int, np.integer)) else paths).append(item)
-        found = set(self.catalog.rows_by_id(ids))
-        by_path = self.catalog.rows_by_path(os.path.abspath(p) for p in paths)
-        if strict:
-            missing = [i for i in ids if int(i) not in found]
-            missing += [p for p in paths if os.path.abspath(p) not in by_path]
-            if missing:
-                raise RetrievalError(f"not in the index: {missing[0]}")
-        return found | {r.id for r in by_path.values()}
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -320,17 +289,6 @@ class Engine:
         with self._lock.held():
             yield
 
-    def _require_backend(self, backend: str | None, params: Mapping[str, Any] | None) -> None:
-        """Raise unless the bundle already uses this backend and these parameters: an
-        existing bundle is switched with :meth:`reindex`, never by reopening it."""
-        want_backend = backend or self._cache.backend
-        same_backend = want_backend == self._cache.backend
-        want_params = ann.check_settings(want_backend, params or (self._cache.params if same_backend else {}))
-        if (want_backend, want_params) != (self._cache.backend, ann.check_settings(self._cache.backend, self._cache.params)):
-            raise RetrievalError(f"the index at {self.path} uses the {self._cache.backend} backend "
-                                 f"{dict(self._cache.params) or ''}; switch with `retrieve reindex --backend "
-                                 f"{want_backend}` (Engine.reindex), or drop the backend options")
-
     def _ingest(self, plan: Plan, progress: Progress | None, metadata: dict[str, Any] | None = None) -> IndexReport:
         from .images.batches import default_workers  # these import torch
         from .indexing import run as ingest
@@ -339,7 +297,7 @@ class Engine:
         report = ingest.execute(plan, self.catalog, lambda: self.embedder("index"), self._cache.sync,
                                 batch_size=self.options.batch_size, workers=default_workers(self.options.workers),
                                 metadata=metadata, progress=progress, decode=self.options.decode)
-        self._persist_index()
+        self._cache.persist()
         report.seconds = time.perf_counter() - start
         return report
 
@@ -370,10 +328,6 @@ class Engine:
             described = self._cache.switch(backend, params,
                                            lambda settings: self.catalog.set_setting("index", json.dumps(settings)))
         return {**described, "seconds": time.perf_counter() - start}
-
-    def _persist_index(self) -> None:
-        """After a write: compact if due, then save (we hold the write lock)."""
-        self._cache.persist()
 
     # ------------------------------------------------------------------ searching
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -213,6 +214,27 @@ class Catalog:
 
     def rows_by_path(self, paths: Iterable[str]) -> dict[str, ImageRow]:
         return {r.path: r for r in self._in_chunks(lambda c: select(ImageRow).where(ImageRow.path.in_(c)), paths)}
+
+    def resolve_ids(self, ids_or_paths: Iterable[int | str | os.PathLike[str]], strict: bool) -> set[int]:
+        """Ids of the images named by id or by path (relative paths from the current folder).
+
+        Raises:
+            RetrievalError: with `strict`, one of them is not in the catalog.
+        """
+        ids: list[int] = []
+        paths: dict[str, str | os.PathLike[str]] = {}  # absolute path -> as given
+        for item in ids_or_paths:
+            if isinstance(item, (int, np.integer)):
+                ids.append(int(item))
+            else:
+                paths[os.path.abspath(item)] = item
+        found = set(self.rows_by_id(ids))
+        by_path = self.rows_by_path(paths)
+        if strict:
+            missing = [i for i in ids if i not in found] + [given for p, given in paths.items() if p not in by_path]
+            if missing:
+                raise RetrievalError(f"not in the index: {missing[0]}")
+        return found | {r.id for r in by_path.values()}
 
     def rows_by_id(self, ids: Iterable[int]) -> dict[int, ImageRow]:
         ids = (int(i) for i in ids)

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import ExtractorMismatchError, RetrievalError
-from .config import ExtractorConfig
+from .config import ExtractorConfig, Manifest
 from .pooling import POOLINGS
 
 if TYPE_CHECKING:
     from .base import Extractor
 
-__all__ = ["ExtractorSpec", "require_same_fields", "split_spec"]
+__all__ = ["ExtractorSpec", "extractor_for", "require_same_fields", "split_spec"]
 
 
 ExtractorSpec = Union["Extractor", ExtractorConfig, Mapping[str, Any], str, os.PathLike, None]
@@ -69,3 +69,33 @@ def require_same_fields(path: Path, stored: ExtractorConfig, asked: Mapping[str,
     if diffs:
         raise ExtractorMismatchError(f"index at {path} was built with another extractor ({'; '.join(diffs)}); "
                                      "drop those options or use a new index folder")
+
+
+def extractor_for(manifest: Manifest, spec: ExtractorSpec, path: Path, device: str,
+                  precision: str) -> Extractor | None:
+    """The extractor to open the bundle at `path` with: None for the manifest's own (built
+    lazily), else one checked against the manifest now.
+
+    A built Extractor is compared with the manifest; a config, mapping, name or checkpoint
+    path field by field; one that names other weights (a file that moved) is built here,
+    so a wrong file fails at open rather than at the first embedding.
+
+    Raises:
+        ExtractorMismatchError: it is not the extractor the bundle was built with.
+    """
+    built, config, overrides = split_spec(spec)
+    if built is not None:
+        manifest.check_compatible(built.manifest, "given extractor")
+        return built
+    if overrides:
+        require_same_fields(path, manifest.config, overrides)
+        config = replace(manifest.config, weights=overrides.get("weights", manifest.config.weights))
+    elif config is not None:
+        require_same_fields(path, manifest.config, asdict(config))
+    if config is None or config == manifest.config:
+        return None
+    from . import create_extractor  # torch: only other weights get this far
+
+    built = create_extractor(config, device, precision)
+    manifest.check_compatible(built.manifest, "given extractor")
+    return built
