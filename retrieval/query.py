@@ -174,10 +174,12 @@ def nearest(index: ann.AnnIndex, catalog: Catalog, q: np.ndarray, k: int, exclud
             where: Filter | Mapping[str, Any] | None = None, dedup: float | None = None) -> list[Hit]:
     """The k best hits for unit vector `q`: the one widening loop of every search.
 
-    Candidates are fetched (and re-scored exactly, for approximate backends) in rounds of
-    doubling size until k hits remain after leaving out `exclude`, rows that are no
-    longer ok, and, with `dedup` (a similarity threshold), copies folded into the
-    best-ranked one; or until the index has no more candidates.
+    Each round asks the index for `want` candidates (times its re-rank factor; re-scored
+    exactly, for approximate backends). When the index comes back short of that, the
+    same search is repeated at a higher effort (more cells, a wider beam, finally an exact
+    scan). Then `exclude`, rows that are no longer ok and, with `dedup` (a similarity
+    threshold), copies folded into the best-ranked one are left out; short of k hits, the
+    next round asks for twice as many candidates, until the index has no more.
     """
     k = check_k(k)
     if dedup is not None and not (isinstance(dedup, (int, float)) and -1.0 <= dedup <= 1.0):
@@ -188,19 +190,22 @@ def nearest(index: ann.AnnIndex, catalog: Catalog, q: np.ndarray, k: int, exclud
     allowed = catalog.ids_matching(conditions.conditions()) if conditions else None
     if allowed is not None and len(allowed) == 0:
         return []
-    want = k + len(excluded)
+    want, effort = k + len(excluded), 0
     while True:
-        found = ann.search_reranked(index, q, want, catalog.vectors, allowed)
+        asked = want * index.rerank
+        found = ann.search_reranked(index, q, want, catalog.vectors, allowed, effort)
+        if len(found) < asked and effort < index.max_effort(asked):
+            effort += 1  # the index came back short (cells, beam or nodes too few): search harder
+            continue
         pairs = [(i, s) for i, s in found if i not in excluded]
         rows = catalog.rows_by_id(i for i, _ in pairs)
         hits = [Hit(i, rows[i].path, s, dict(rows[i].meta or {})) for i, s in pairs
                 if i in rows and rows[i].status == STATUS_OK]
         if dedup is not None and hits:
             hits = _fold_duplicates(hits, {i: rows[i].content_hash for i, _ in pairs if i in rows}, catalog, dedup)
-        exhausted = want >= index.ntotal or len(found) < want
-        if len(hits) >= k or exhausted:
+        if len(hits) >= k or len(found) < asked or want >= index.ntotal:
             return hits[:k]
-        want *= 2
+        want *= 2  # too many left out: ask for more
 
 
 def _fold_duplicates(hits: list[Hit], hashes: Mapping[int, str | None], catalog: Catalog,

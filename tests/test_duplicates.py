@@ -48,9 +48,9 @@ class _CountingIndex:
         self.inner, self.calls = index, []
         self.exact, self.ntotal, self.rerank = index.exact, index.ntotal, index.rerank
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, effort: int = 0):
         self.calls.append((len(queries), k))
-        return self.inner.search(queries, k, allowed)
+        return self.inner.search(queries, k, allowed, effort)
 
 
 def test_near_duplicates_of_20k_vectors_without_an_n_by_n_matrix() -> None:

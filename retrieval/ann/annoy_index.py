@@ -70,30 +70,37 @@ class AnnoyBackend:
             self.live.pop(int(i), None)
         self.buffer.remove(ids)
 
-    def search(self, queries: np.ndarray, k: int,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               effort: int = 0) -> tuple[np.ndarray, np.ndarray]:
         k = max(1, k)
         allowed_set = set(map(int, allowed)) if allowed is not None else None
         b_scores, b_ids = self.buffer.search(queries, k, allowed)
+        # Tombstones and a filter are dropped after the tree walk: ask the trees for k plus
+        # the dead, 4x more at each effort level, all of them at the last.
+        want = self._tree_results(k, min(max(effort, 0), self.max_effort(k)))
         all_scores, all_ids = [], []
-        dead = len(self.labels) - len(self.live)
         for row, q in enumerate(np.asarray(queries, np.float32)):
             got_s, got_i = list(b_scores[row][b_ids[row] >= 0]), list(b_ids[row][b_ids[row] >= 0])
             if self.trees is not None:
-                want = k + dead
-                while True:
-                    items, dists = self.trees.get_nns_by_vector(q, want, self._search_k(want), True)
-                    keep = [(d, self.labels[it]) for it, d in zip(items, dists)
-                            if int(self.labels[it]) in self.live
-                            and (allowed_set is None or int(self.labels[it]) in allowed_set)]
-                    if len(keep) >= k or len(items) < want or want >= len(self.labels):
-                        break
-                    want *= 4  # filtered out too many: look further
+                items, dists = self.trees.get_nns_by_vector(q, want, self._search_k(want), True)
+                keep = [(d, self.labels[it]) for it, d in zip(items, dists)
+                        if int(self.labels[it]) in self.live
+                        and (allowed_set is None or int(self.labels[it]) in allowed_set)]
                 got_s += [d for d, _ in keep]
                 got_i += [i for _, i in keep]
             all_scores.append(np.asarray(got_s, np.float32))
             all_ids.append(np.asarray(got_i, np.int64))
         return pad_results(all_scores, all_ids, k)
+
+    def max_effort(self, k: int) -> int:
+        effort = 0
+        while self.trees is not None and self._tree_results(k, effort) < len(self.labels):
+            effort += 1
+        return effort
+
+    def _tree_results(self, k: int, effort: int) -> int:
+        """Items asked of the trees at an effort level (capped at what they hold)."""
+        return min((k + len(self.labels) - len(self.live)) * 4 ** effort, max(len(self.labels), 1))
 
     def _search_k(self, n: int) -> int:
         """Tree nodes to inspect for `n` results. Annoy's own default (n x n_trees) gives a

@@ -53,12 +53,21 @@ class AnnIndex(Protocol):
         """Forget ids; unknown ids are ignored."""
         ...
 
-    def search(self, queries: np.ndarray, k: int,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               effort: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(Q, D) queries -> (scores, ids), both (Q, k), best first, id -1 past the end.
 
-        `allowed`, when given, restricts results to those ids.
+        `allowed`, when given, restricts results to those ids. One attempt, never a loop:
+        an approximate index may return fewer than k (probed cells or a graph walk that
+        hold too few live or allowed vectors). The caller decides whether to ask again at
+        a higher `effort` (more cells, a wider beam, more tree nodes), up to
+        :meth:`max_effort`, so that a search widens in one place (`query.nearest`).
         """
+        ...
+
+    def max_effort(self, k: int) -> int:
+        """The effort at which a search for k results is exhaustive: a row shorter than k
+        at this effort means that no more live, allowed vectors exist. 0 for exact indexes."""
         ...
 
     def needs_rebuild(self) -> bool:
@@ -82,14 +91,15 @@ class AnnIndex(Protocol):
 
 def search_reranked(index: AnnIndex, query: np.ndarray, k: int,
                     lookup: Callable[[list[int]], Mapping[int, np.ndarray]],
-                    allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-    """One query: fetch k x index.rerank candidates, re-score them exactly, best first.
+                    allowed: np.ndarray | None = None, effort: int = 0) -> list[tuple[int, float]]:
+    """One query at one effort: fetch k x index.rerank candidates, re-score them exactly,
+    best first.
 
     `lookup` returns the stored vectors of candidate ids (from the catalog, or memory);
     ids it does not know (removed meanwhile) are dropped. An exact index skips it.
     """
     q = np.asarray(query, np.float32).reshape(1, -1)
-    scores, ids = index.search(q, k * index.rerank, allowed)
+    scores, ids = index.search(q, k * index.rerank, allowed, effort)
     pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
     if index.exact or not pairs:
         return pairs

@@ -88,13 +88,16 @@ class FaissFlat:
         if len(ids) and self.index.remove_ids(_i64(ids)):
             self._gpu.invalidate()
 
-    def search(self, queries: np.ndarray, k: int,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               effort: int = 0) -> tuple[np.ndarray, np.ndarray]:
         k = max(1, k)
         if allowed is not None:  # selectors are CPU-only in FAISS
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(_i64(allowed)))
             return self.index.search(_f32(queries), k, params=params)
         return self._gpu.get(self.index).search(_f32(queries), k)
+
+    def max_effort(self, k: int) -> int:
+        return 0
 
     def needs_rebuild(self) -> bool:
         return False
@@ -185,22 +188,25 @@ class FaissIVF:
         if self.index is not None and len(ids) and self.index.remove_ids(_i64(ids)):
             self._gpu.invalidate()
 
-    def search(self, queries: np.ndarray, k: int,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               effort: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        # Probed cells can hold fewer than k live (or allowed) vectors, after many deletes
+        # or under a narrow filter: each effort level probes twice as many cells, and the
+        # last probes them all, which is exact.
         if self.index is None:
             return self.buffer.search(queries, k, allowed)
-        _, nprobe = self._resolved(self.trained_on)
-        nprobe = min(nprobe, self.index.nlist)
-        k = max(1, k)
-        # Probed cells can hold fewer than k live (or allowed) vectors, after many deletes or
-        # under a narrow filter: probe twice as many cells until every row is full or all
-        # cells were scanned, which is exact. The common case searches once.
-        wanted = min(k, self.ntotal)
-        while True:
-            scores, ids = self._search_cells(queries, k, nprobe, allowed)
-            if nprobe >= self.index.nlist or bool(((ids >= 0).sum(axis=1) >= wanted).all()):
-                return scores, ids
-            nprobe = min(2 * nprobe, self.index.nlist)
+        nprobe = min(self._nprobe() << min(max(effort, 0), self.max_effort(k)), self.index.nlist)
+        return self._search_cells(queries, max(1, k), nprobe, allowed)
+
+    def max_effort(self, k: int) -> int:
+        if self.index is None:
+            return 0
+        return max(0, math.ceil(math.log2(self.index.nlist / self._nprobe())))
+
+    def _nprobe(self) -> int:
+        """Cells probed at effort 0."""
+        assert self.index is not None
+        return min(self._resolved(self.trained_on)[1], self.index.nlist)
 
     def _search_cells(self, queries: np.ndarray, k: int, nprobe: int,
                       allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -290,6 +296,10 @@ class FaissIVFPQ(FaissIVF):
         return max(self.train_min, 256)
 
 
+_BEAM_WIDENINGS = 2
+"""How many times an HNSW search widens its beam (4x each) before scanning exactly."""
+
+
 class FaissHNSW:
     """A graph index: fast and accurate, but FAISS cannot delete from it.
 
@@ -349,33 +359,32 @@ class FaissHNSW:
             if pos is not None:
                 self.dead[pos] = True
 
-    def search(self, queries: np.ndarray, k: int,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               effort: int = 0) -> tuple[np.ndarray, np.ndarray]:
         k, queries = max(1, k), _f32(queries)
-        wanted = min(k, self.ntotal)
         if allowed is not None:
             pos = np.fromiter((self.position[int(i)] for i in allowed if int(i) in self.position), np.int64)
             sel = faiss.IDSelectorBatch(pos)
-            wanted = min(k, len(pos))
         elif self.dead.any():
             sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.flatnonzero(self.dead).astype(np.int64)))
         else:
             sel = None
         # A narrow filter or many tombstones can end the graph walk short of k results:
-        # widen the beam twice, then scan the stored vectors exactly under the same filter.
-        # A collection no larger than the beam is scanned at once: the walk would cost as
-        # much, and a sparse graph (small M) can leave a node unreachable from the entry
-        # point, which no re-rank recovers (chaos runs met it at M=8 on 291 vectors).
-        ef = max(self.ef_search, k)
-        for _ in range(3 if len(self.labels) > ef else 0):
+        # each effort level widens the beam 4x, and the last scans the stored vectors
+        # exactly under the same filter. A collection no larger than the beam is scanned
+        # at once: the walk would cost as much, and a sparse graph (small M) can leave a
+        # node unreachable from the entry point, which no re-rank recovers (chaos runs met
+        # it at M=8 on 291 vectors).
+        ef = max(self.ef_search, k) * 4 ** min(max(effort, 0), _BEAM_WIDENINGS)
+        if effort < self.max_effort(k) and len(self.labels) > ef:
             scores, pos = self.index.search(queries, k, params=faiss.SearchParametersHNSW(efSearch=ef, sel=sel))
-            if bool(((pos >= 0).sum(axis=1) >= wanted).all()):
-                break
-            ef *= 4
         else:
             scores, pos = self.index.storage.search(queries, k, params=faiss.SearchParameters(sel=sel))
         ids = np.where(pos >= 0, self.labels[np.clip(pos, 0, None)] if len(self.labels) else -1, -1)
         return scores, ids
+
+    def max_effort(self, k: int) -> int:
+        return _BEAM_WIDENINGS + 1 if len(self.labels) > max(self.ef_search, k) else 0
 
     def needs_rebuild(self) -> bool:
         return len(self.dead) > 0 and self.dead.sum() > 0.2 * len(self.dead)

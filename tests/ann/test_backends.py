@@ -58,9 +58,10 @@ def test_backend_follows_the_protocol_and_keeps_its_parameters(name: str) -> Non
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_updates_and_deletes_never_lose_or_resurrect_ids(variant: str) -> None:
-    """Removed ids never come back, re-added ids carry their new vector, and a search
-    returns exactly min(k, eligible) results, also with k at the live count and with a
-    filter, after most of the index was deleted (tombstones, pruned IVF lists)."""
+    """Removed ids never come back, re-added ids carry their new vector, and a search at
+    the index's max_effort returns exactly min(k, eligible) results, also with k at the
+    live count and with a filter, after most of the index was deleted (tombstones, pruned
+    IVF lists)."""
     name, params = VARIANTS[variant]
     vectors = clustered(2000, DIM, 20, seed=2)
     ids = np.arange(1, 2001, dtype=np.int64)
@@ -87,7 +88,7 @@ def test_updates_and_deletes_never_lose_or_resurrect_ids(variant: str) -> None:
     queries = unit(vectors[rng.choice(2000, 8)] + 0.1 * rng.standard_normal((8, DIM)))
     removed_set = set(map(int, removed))
     for k in (10, len(live) - 1, len(live), len(live) + 7):
-        for row in ids_of(index.search(queries, k)):
+        for row in ids_of(index.search(queries, k, effort=index.max_effort(k))):
             assert len(row) == min(k, len(live)), (k, len(row))
             assert len(set(row)) == len(row) and not removed_set & set(row)
     top = ids_of(index.search(new_vec[None], 1))[0]
@@ -96,7 +97,7 @@ def test_updates_and_deletes_never_lose_or_resurrect_ids(variant: str) -> None:
     allowed = np.concatenate([rng.choice(live, 12, replace=False), removed[:5]])
     allowed_live = set(map(int, allowed)) - removed_set
     for k in (5, 12, 40):
-        for row in ids_of(index.search(queries, k, allowed)):
+        for row in ids_of(index.search(queries, k, allowed, index.max_effort(k))):
             assert len(row) == min(k, len(allowed_live)) and set(row) <= allowed_live, (k, row)
 
 
@@ -196,3 +197,25 @@ def test_hnsw_finds_every_vector_of_a_collection_no_larger_than_its_beam(M: int)
     index.remove(ids[:10])
     found = index.search(vectors[10:], 1)[1][:, 0]
     np.testing.assert_array_equal(found, ids[10:])
+
+
+@pytest.mark.parametrize("name,params", [("ivf", {"train_min": 500, "nprobe": 2}), ("hnsw", {"M": 8, "ef_search": 16}),
+                                         ("annoy", {"n_trees": 4})])
+def test_a_search_is_one_attempt_and_effort_widens_it_to_exact(name: str, params: dict[str, Any]) -> None:
+    """A backend does not loop: under a narrow filter, one search at effort 0 comes back
+    short (the probed cells, beam or tree nodes hold too few allowed vectors), and each
+    effort level finds at least as many, up to max_effort, which is the exact answer.
+    The loop that chooses the effort lives in query.nearest alone."""
+    vectors = clustered(3000, DIM, 30, seed=6)
+    ids = np.arange(1, 3001, dtype=np.int64)
+    index = create_index(name, DIM, **params)
+    index.build(ids, vectors)
+    allowed = ids[::97]  # 31 ids scattered over every cluster
+    exact = create_index("flat", DIM)
+    exact.build(ids, vectors)
+    q = vectors[:1]
+    k = 20
+    counts = [len(ids_of(index.search(q, k, allowed, effort))[0]) for effort in range(index.max_effort(k) + 1)]
+    assert counts[0] < k and counts == sorted(counts) and counts[-1] == k, counts
+    at_max = ids_of(index.search(q, k, allowed, index.max_effort(k)))[0]
+    assert set(at_max) == set(ids_of(exact.search(q, k, allowed))[0])
