@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import retrieval.bundle
+import retrieval.bundle.ann_cache
 from retrieval import Engine, ann
 from retrieval.engine import ANN_FILE
 
@@ -47,7 +47,7 @@ def test_reindex_switches_every_backend_from_the_stored_vectors(synthetic_2000: 
         with Engine.open(synthetic.engine.path, extractor=StubExtractor(DIM)) as again, monkeypatch.context() as m:
             shown = again.info()["index"]
             assert (shown["type"], shown["params"]) == (name, described["params"])
-            m.setattr(retrieval.bundle, "create_index", _no_build)
+            m.setattr(retrieval.bundle.ann_cache, "create_index", _no_build)
             assert [[h.id for h in again.search(q, k=10)] for q in queries[:5]] == expected, name
         assert index_file.read_bytes() == saved, f"{name}: the saved index was rewritten"
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from filelock import FileLock
 
-from retrieval import bundle
+from retrieval.bundle import files as bundle_files
 from retrieval.ann import faiss_index
 from retrieval.bundle import AnnCache, WriteLock, read_bundle_file, save_atomic
 from retrieval.catalog import Catalog
@@ -65,7 +65,7 @@ def _top(index: Any, synthetic: Synthetic, i: int = 5) -> int:
 
 
 class _FullDisk:
-    """Stands in for bundle._write_file: the disk is full. Counts the attempts."""
+    """Stands in for bundle.files._write_file: the disk is full. Counts the attempts."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -119,7 +119,7 @@ FAILURES = {
     # pq_m=64 passed the old check, made at dimension 64; this bundle's is 32
     "bad-parameter": (("ivfpq", {"pq_m": 64}), lambda mp: None, RetrievalError),
     "build-fails": (("ivfpq", {"train_min": 300}), _build_fails, MemoryError),
-    "disk-full": (("ivfpq", {"train_min": 300}), lambda mp: mp.setattr(bundle, "_write_file", _FullDisk()), OSError),
+    "disk-full": (("ivfpq", {"train_min": 300}), lambda mp: mp.setattr(bundle_files, "_write_file", _FullDisk()), OSError),
 }
 
 
@@ -162,7 +162,7 @@ def test_a_reader_on_a_full_disk_keeps_its_rebuilt_index_in_memory_and_warns_onc
     file = synthetic.engine.path / ANN_FILE
     file.unlink()
     full = _FullDisk()
-    monkeypatch.setattr(bundle, "_write_file", full)
+    monkeypatch.setattr(bundle_files, "_write_file", full)
     cache, lock = _cache(synthetic, catalog), _lock(synthetic)
     with caplog.at_level(logging.WARNING, logger="retrieval"):
         for _ in range(3):
@@ -183,7 +183,7 @@ def test_a_writer_on_a_full_disk_keeps_its_index_in_memory(synthetic: Synthetic,
     """The write is in the catalog; the older file catches up from it in the next process."""
     cache, lock, file = _cache(synthetic, catalog), _lock(synthetic), synthetic.engine.path / ANN_FILE
     saved = file.read_bytes()
-    monkeypatch.setattr(bundle, "_write_file", _FullDisk())
+    monkeypatch.setattr(bundle_files, "_write_file", _FullDisk())
     with caplog.at_level(logging.WARNING, logger="retrieval"), lock.held():
         catalog.apply(removals=[5])
         cache.persist()

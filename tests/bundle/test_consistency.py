@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import retrieval.bundle
+import retrieval.bundle.ann_cache
 from retrieval import Engine
 from retrieval.engine import ANN_FILE
 
@@ -155,7 +155,7 @@ def test_a_crash_while_saving_leaves_the_previous_index_loadable(tmp_path: Path,
 
     with Engine.open(s.engine.path, extractor=StubExtractor(DIM)) as engine:
         with monkeypatch.context() as m:  # the previous file must load as it is, not be rebuilt
-            m.setattr(retrieval.bundle, "create_index", _no_build)
+            m.setattr(retrieval.bundle.ann_cache, "create_index", _no_build)
             index = engine.ann
         assert index.ntotal == 110, "and catch up with the removals the catalog committed"
         assert hashlib.sha256(index_file.read_bytes()).hexdigest() == before, "a reader rewrote the index"
@@ -168,7 +168,7 @@ def test_a_crash_while_saving_leaves_the_previous_index_loadable(tmp_path: Path,
     assert not list(s.engine.path.glob(ANN_FILE + ".*.tmp"))
     saved = index_file.read_bytes()
     with Engine.open(s.engine.path, extractor=StubExtractor(DIM)) as engine, monkeypatch.context() as m:
-        m.setattr(retrieval.bundle, "create_index", _no_build)  # the writer's save loads as it is
+        m.setattr(retrieval.bundle.ann_cache, "create_index", _no_build)  # the writer's save loads as it is
         assert engine.ann.ntotal == 109
     assert index_file.read_bytes() == saved
 

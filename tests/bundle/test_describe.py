@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-import retrieval.bundle
+import retrieval.bundle.ann_cache
+import retrieval.bundle.cache
 from retrieval import Engine
 from retrieval.engine import ANN_FILE
 
@@ -29,8 +30,9 @@ def _forbid_loading(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("info loaded or built the ANN index")
 
-    for name in ("read_bundle_file", "load_index", "create_index"):
-        monkeypatch.setattr(retrieval.bundle, name, refuse)
+    for module, name in ((retrieval.bundle.cache, "read_bundle_file"), (retrieval.bundle.ann_cache, "load_index"),
+                         (retrieval.bundle.ann_cache, "create_index")):
+        monkeypatch.setattr(module, name, refuse)
 
 
 @pytest.mark.parametrize("backend,params", [("auto", None), ("hnsw", {"M": 12}), ("ivf", {"nlist": 8}),
