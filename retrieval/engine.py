@@ -2,57 +2,55 @@
 
 A bundle is a folder holding ``catalog.sqlite`` (the truth) and ``ann.index`` (a cache
 of its vectors, rebuilt or caught up from the catalog whenever it is missing or stale).
-The extractor is built once per Engine, on first need, and stays warm.
+:mod:`.opening` creates and opens it, :mod:`.writing` changes what it indexes, and
+:mod:`.query` turns queries into ranked hits. The extractor is built once per Engine, on
+first need, and stays warm.
+
+Opening a bundle for its catalog (``retrieve info``, ``retrieve tag``) must stay light:
+no torch, FAISS or Annoy, and neither the query code (Pillow) nor the indexing code; each
+loads in the method that first needs it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
+import functools
+import importlib
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-# Only torch-free modules here: opening a bundle for its catalog (`retrieve info`, `tag`)
-# must not import torch, FAISS or Annoy. Those load where a model or an index is needed.
-from . import ann, duplicates
+from . import duplicates
 from .bundle import AnnCache, WriteLock
-from .catalog import STATUS_OK, Catalog, check_metadata
-from .errors import (
-    BadQueryError, IndexExistsError, IndexNotFoundError, ReadOnlyIndexError, RetrievalError,
-)
-from .extractors import ExtractorConfig, Manifest, create_extractor
-from .extractors.spec import ExtractorSpec, extractor_for, split_spec
-from .filters import Filter
-from .images.files import discover
-from .indexing.plan import Plan, plan_sync
+from .catalog import STATUS_OK, Catalog
+from .errors import BadQueryError, IndexExistsError
+from .extractors import Manifest, create_extractor
+from .extractors.spec import ExtractorSpec, split_spec
+from .opening import ANN_FILE, CATALOG_FILE, LOCK_FILE, create_bundle, has_manifest, open_bundle
 from .options import EngineOptions, Progress
-from .query import Hit, Query, QueryBuilder, check_k, nearest, rocchio, stored_vectors, unit
 
 if TYPE_CHECKING:
+    from .ann import AnnIndex
     from .extractors import Extractor
     from .extractors.denoise import Denoiser, DenoisingExtractor
+    from .filters import Filter
     from .indexing.run import IndexReport
+    from .query import Hit, Query, QueryBuilder
+    from .writing import Writer
 
-__all__ = ["Engine", "Hit", "IndexReport", "Query"]
+# The bundle's file names are part of this module's interface (tests and tools name them).
+__all__ = ["ANN_FILE", "CATALOG_FILE", "LOCK_FILE", "Engine", "Hit", "IndexReport", "Query"]
 
-log = logging.getLogger(__name__)
-
-CATALOG_FILE = "catalog.sqlite"
-ANN_FILE = "ann.index"
-LOCK_FILE = "write.lock"
+_LAZY = {"Hit": "query", "Query": "query", "IndexReport": "indexing.run"}  # Pillow; torch
 
 
 def __getattr__(name: str) -> Any:
-    """:class:`IndexReport`, from the indexing loop (which imports torch), on first use (PEP 562)."""
-    if name == "IndexReport":
-        from .indexing.run import IndexReport
-        return IndexReport
+    """The re-exported names whose modules are heavy, on first use (PEP 562)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __package__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -73,16 +71,11 @@ class Engine:
         self.manifest = manifest
         self.options = options
         self._extractor = extractor
-        if denoiser is None and options.denoise:
-            from .extractors.denoise import Denoiser
-            denoiser = Denoiser(options.denoise, options.device, options.precision)
         self.denoiser = denoiser
         self._denoising: DenoisingExtractor | None = None
         self._lock = WriteLock(path / LOCK_FILE, options.lock_timeout)
         self.load_seconds = 0.0
         settings = catalog.get_json("index") or {"backend": "flat", "params": {}}
-        self._queries = QueryBuilder(catalog, manifest.dim, manifest.config.image_size,
-                                     lambda images: self.embedder("query").embed_images(images))
         self._cache = AnnCache(path / ANN_FILE, catalog, manifest.dim, manifest.weights_digest,
                                settings["backend"], settings["params"])
 
@@ -118,7 +111,7 @@ class Engine:
         """
         path, options = Path(path), options or EngineOptions()
         built, config, overrides = split_spec(extractor)
-        if _has_manifest(path):
+        if has_manifest(path):
             if not exist_ok:
                 raise IndexExistsError(f"an index already exists at {path}")
             engine = cls.open(path, options=options, extractor=built or config or overrides)
@@ -128,19 +121,8 @@ class Engine:
                 engine.close()
                 raise
             return engine
-        name = backend or "auto"
-        params = ann.check_settings(name, backend_params or {})  # fails before the model loads
-        denoiser = None
-        if options.denoise:
-            from .extractors.denoise import Denoiser
-            denoiser = Denoiser(options.denoise, options.device, options.precision)
-        built = built or create_extractor(config or ExtractorConfig(**overrides), options.device, options.precision)
-        params = ann.check_settings(name, params, built.manifest.dim)  # checks that need the dimension
-        path.mkdir(parents=True, exist_ok=True)
-        catalog = Catalog(path / CATALOG_FILE, create=True)
-        catalog.set_setting("index", json.dumps({"backend": name, "params": params}))
-        catalog.set_setting("manifest", built.manifest.to_json())  # last: its presence means "created"
-        return cls(path, catalog, built.manifest, options, built, denoiser=denoiser)
+        made = create_bundle(path, built, config, overrides, backend, backend_params, options)
+        return cls(path, made.catalog, made.manifest, options, made.extractor, made.denoiser)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, options: EngineOptions | None = None,
@@ -158,20 +140,8 @@ class Engine:
             ExtractorMismatchError: `extractor` is not the one the index was built with.
         """
         path, options = Path(path), options or EngineOptions()
-        if not (path / CATALOG_FILE).is_file():
-            raise IndexNotFoundError(f"no index at {path} (create one with `retrieve index DIR --index-dir {path}`)")
-        catalog = Catalog(path / CATALOG_FILE)
-        try:
-            raw = catalog.get_json("manifest")
-            if raw is None:
-                raise IndexNotFoundError(f"the creation of the index at {path} was interrupted: run the same "
-                                         "`retrieve index` command (or Engine.create) again to finish it")
-            manifest = Manifest.from_dict(raw)
-            built = extractor_for(manifest, extractor, path, options.device, options.precision)
-        except BaseException:
-            catalog.close()
-            raise
-        return cls(path, catalog, manifest, options, built)
+        made = open_bundle(path, extractor, options)
+        return cls(path, made.catalog, made.manifest, options, made.extractor, made.denoiser)
 
     def close(self) -> None:
         self.catalog.close()
@@ -194,6 +164,14 @@ class Engine:
             self._extractor = built
             self.load_seconds = time.perf_counter() - start
         return self._extractor
+
+    @functools.cached_property
+    def _queries(self) -> QueryBuilder:
+        """What turns a query (paths, images, vectors, ids) into one vector; made on first use."""
+        from .query import QueryBuilder
+
+        return QueryBuilder(self.catalog, self.manifest.dim, self.manifest.config.image_size,
+                            lambda images: self.embedder("query").embed_images(images))
 
     def embedder(self, stage: str) -> Extractor:
         """The extractor for images embedded at `stage` ("query" or "index"): with a
@@ -219,17 +197,7 @@ class Engine:
         Raises:
             RetrievalError: a root does not exist (nothing is removed in that case).
         """
-        roots = [os.path.abspath(r) for r in roots]
-        for r in roots:
-            if not os.path.exists(r):
-                raise RetrievalError(f"folder not found: {r}")
-        with self._writing():
-            skipped: list[tuple[str, str]] = []
-            files = [str(p) for p in discover(roots, follow_links=follow_links,
-                                              on_skip=lambda path, why: skipped.append((str(path), why)))]
-            existing = self.catalog.rows_under(roots)
-            plan = plan_sync(self.catalog, files, existing, sweep=True, progress=progress, skipped=skipped)
-            return self._ingest(plan, progress)
+        return self._writer.sync(roots, follow_links, progress)
 
     def add(self, paths: Iterable[str | os.PathLike[str]], metadata: Mapping[str, Any] | None = None,
             progress: Progress | None = None) -> IndexReport:
@@ -242,21 +210,11 @@ class Engine:
         Raises:
             BadMetadataError: `metadata` breaks those rules (checked before any work).
         """
-        clean = check_metadata(metadata) if metadata is not None else None
-        files = [os.path.abspath(p) for p in paths]
-        with self._writing():
-            existing = self.catalog.rows_by_path(files)
-            plan = plan_sync(self.catalog, files, existing, sweep=False, progress=progress)
-            return self._ingest(plan, progress, clean)
+        return self._writer.add(paths, metadata, progress)
 
     def remove(self, ids_or_paths: Iterable[int | str | os.PathLike[str]]) -> int:
         """Remove images by id or path; returns how many were removed."""
-        with self._writing():
-            found = self.catalog.resolve_ids(ids_or_paths, strict=False)
-            if found:
-                self.catalog.apply(removals=sorted(found))
-                self._cache.persist()
-            return len(found)
+        return self._writer.remove(ids_or_paths)
 
     def set_metadata(self, image_id: int, metadata: Mapping[str, Any]) -> None:
         """Replace the user metadata of one image.
@@ -276,35 +234,17 @@ class Engine:
         ids = self.catalog.resolve_ids(ids_or_paths, strict=True)
         return self.catalog.update_tags(sorted(ids), add, remove)
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
-        """Hold the bundle's write lock: one writer at a time, across processes.
+    @functools.cached_property
+    def _writer(self) -> Writer:
+        """The write side of the bundle, made on the first change."""
+        from .writing import Writer
 
-        Raises:
-            ReadOnlyIndexError: the bundle was opened read-only (its folder cannot be written).
-            IndexBusyError: another writer held the lock longer than the lock timeout.
-        """
-        if self.catalog.read_only:
-            raise ReadOnlyIndexError(f"the index at {self.path} is read-only here: it can be searched, not changed")
-        with self._lock.held():
-            yield
-
-    def _ingest(self, plan: Plan, progress: Progress | None, metadata: dict[str, Any] | None = None) -> IndexReport:
-        from .images.batches import default_workers  # these import torch
-        from .indexing import run as ingest
-
-        start = time.perf_counter()
-        report = ingest.execute(plan, self.catalog, lambda: self.embedder("index"), self._cache.sync,
-                                batch_size=self.options.batch_size, workers=default_workers(self.options.workers),
-                                metadata=metadata, progress=progress, decode=self.options.decode)
-        self._cache.persist()
-        report.seconds = time.perf_counter() - start
-        return report
+        return Writer(self.path, self.catalog, self._cache, self._lock, self.options, lambda: self.embedder("index"))
 
     # ------------------------------------------------------------------ the ANN cache
 
     @property
-    def ann(self) -> ann.AnnIndex:
+    def ann(self) -> AnnIndex:
         """The ANN index, caught up with every committed change.
 
         An index this process had to rebuild (file missing, stale beyond replay,
@@ -323,11 +263,7 @@ class Engine:
         Raises:
             RetrievalError: an unknown backend or a bad parameter (nothing changes).
         """
-        start = time.perf_counter()
-        with self._writing():
-            described = self._cache.switch(backend, params,
-                                           lambda settings: self.catalog.set_setting("index", json.dumps(settings)))
-        return {**described, "seconds": time.perf_counter() - start}
+        return self._writer.reindex(backend, params)
 
     # ------------------------------------------------------------------ searching
 
@@ -357,6 +293,8 @@ class Engine:
                 type, a folder, an unknown id, or a zero, non-finite or wrong-size vector.
             BadImageError: a query file cannot be decoded.
         """
+        from .query import check_k, nearest
+
         check_k(k)
         with self.catalog.snapshot():  # one consistent read of the catalog, one transaction
             vec, own_ids = self._queries.build(query)
@@ -365,6 +303,8 @@ class Engine:
     def similar(self, image_id: int, k: int = 10, where: Filter | Mapping[str, Any] | None = None,
                 dedup: float | None = None) -> list[Hit]:
         """More like this: neighbours of an indexed image, without the image itself."""
+        from .query import nearest, stored_vectors, unit
+
         with self.catalog.snapshot():
             vec = stored_vectors(self.catalog, [image_id], "similar")[0]
             return nearest(self.ann, self.catalog, unit(vec, f"stored vector of id {image_id}", self.manifest.dim),
@@ -380,6 +320,8 @@ class Engine:
         Raises:
             BadQueryError: no liked id, an unknown id, or dislikes that cancel the likes.
         """
+        from .query import check_k, nearest, rocchio, stored_vectors
+
         if isinstance(positive_ids, (str, bytes)) or not positive_ids:
             raise BadQueryError("recommend needs at least one liked (positive) id")
         check_k(k)
@@ -395,6 +337,8 @@ class Engine:
         Raises:
             BadQueryError: an id is not indexed.
         """
+        from .query import stored_vectors
+
         return stored_vectors(self.catalog, list(ids), "vectors")
 
     def duplicates(self, threshold: float | None = duplicates.DEFAULT_THRESHOLD,
@@ -427,11 +371,3 @@ class Engine:
             "failed": [{"path": r.path, "error": r.error} for r in self.catalog.failed(failed_limit)],
         }
 
-
-def _has_manifest(path: Path) -> bool:
-    """Whether a finished bundle is at `path` (a catalog without a manifest is an
-    interrupted creation, which :meth:`Engine.create` finishes)."""
-    if not (path / CATALOG_FILE).is_file():
-        return False
-    with contextlib.closing(Catalog(path / CATALOG_FILE)) as catalog:
-        return catalog.get_json("manifest") is not None

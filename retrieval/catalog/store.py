@@ -2,11 +2,8 @@
 
 Each image row has a stable id (AUTOINCREMENT: ids are never reused, so a stale ANN
 index can never point a removed id at a new image). Vectors live in their own table,
-written in the same transaction as their row.
-
-Every write transaction bumps a *generation* counter and stamps the rows it touched;
-removals leave a tombstone with the generation. An ANN index saved at generation g can
-therefore catch up by replaying only what changed after g, in any process.
+written in the same transaction as their row. Batches of indexed files are written, and
+read back by caches, through the change log of :mod:`.changes`.
 
 Opening a catalog upgrades its schema if an older release wrote it (:mod:`.migrations`);
 see :mod:`.connection` for how it is opened (by path, read-only when it must be) and
@@ -16,58 +13,26 @@ see :mod:`.connection` for how it is opened (by path, read-only when it must be)
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ReadOnlyIndexError, RetrievalError
 from . import migrations
+from .changes import Changes, FileRecord, read_changes, write_batch
 from .connection import MODE_WRITE, choose_mode, immediate, sqlite_engine, translate_errors
 from .metadata import TAGS_KEY, check_metadata, check_tags
-from .models import STATUS_FAILED, STATUS_OK, ImageRow, Setting, Tombstone, VectorRow, has_status
+from .models import STATUS_FAILED, STATUS_OK, ImageRow, Setting, VectorRow, has_status
 
-__all__ = ["Catalog", "FileRecord", "Changes"]
-
-
-@dataclass
-class FileRecord:
-    """What the indexer learnt about one file, ready to be written.
-
-    `vector` None on an ok record with an `id` keeps the stored vector (a move).
-    `metadata` None keeps the stored metadata.
-    """
-
-    path: str
-    content_hash: str
-    size: int
-    mtime_ns: int
-    status: str = STATUS_OK
-    error: str | None = None
-    width: int | None = None
-    height: int | None = None
-    format: str | None = None
-    vector: np.ndarray | None = None
-    metadata: dict[str, Any] | None = None
-    id: int | None = None
-
-
-@dataclass
-class Changes:
-    """What happened after a generation: vectors to (re)insert and ids to drop."""
-
-    generation: int
-    ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    vectors: np.ndarray | None = None
-    removed: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+__all__ = ["Catalog"]
 
 
 class Catalog:
@@ -329,23 +294,7 @@ class Catalog:
         another process writes.
         """
         with self._read() as s, (contextlib.nullcontext() if s.in_transaction() else s.begin()):
-            now = int(s.get_one(Setting, "generation").value)
-            if now == gen:
-                return Changes(now)
-            rows = s.execute(
-                select(ImageRow.id, ImageRow.status, VectorRow.data)
-                .outerjoin(VectorRow, VectorRow.image_id == ImageRow.id)
-                .where(ImageRow.gen > gen).order_by(ImageRow.id)
-            ).all()
-            dropped = s.scalars(select(Tombstone.image_id).where(Tombstone.gen > gen)).all()
-        ok = [(r[0], r[2]) for r in rows if r[1] == STATUS_OK and r[2] is not None]
-        stale = [r[0] for r in rows if r[1] != STATUS_OK or r[2] is None]
-        return Changes(
-            generation=now,
-            ids=np.array([i for i, _ in ok], np.int64),
-            vectors=np.stack([np.frombuffer(d, np.float32) for _, d in ok]) if ok else None,
-            removed=np.array(list(dropped) + stale, np.int64),
-        )
+            return read_changes(s, gen)
 
     # ------------------------------------------------------------------ writes
 
@@ -356,42 +305,10 @@ class Catalog:
         Returns the ids of `records`, in order. Rows and their vectors commit together
         or not at all; the generation moves forward by one.
         """
-        metadata = [check_metadata(r.metadata) if r.metadata is not None else None for r in records]
-        now = time.time()
-        ids: list[int] = []
+        checked = [dataclasses.replace(r, metadata=check_metadata(r.metadata)) if r.metadata is not None else r
+                   for r in records]
         with self._write() as s:
-            gen_row = s.get_one(Setting, "generation")
-            gen = int(gen_row.value) + 1
-            gen_row.value = str(gen)
-            for rec, meta in zip(records, metadata):
-                row = s.get(ImageRow, rec.id) if rec.id is not None else None
-                if row is None:
-                    row = ImageRow(path=rec.path, added_at=now, meta=meta or {})
-                    s.add(row)
-                elif meta is not None:
-                    row.meta = meta
-                row.path, row.content_hash, row.size, row.mtime_ns = rec.path, rec.content_hash, rec.size, rec.mtime_ns
-                row.status, row.error = rec.status, rec.error
-                if rec.status == STATUS_OK and rec.vector is None and row.id is not None:
-                    pass  # a move: dimensions and vector stay as they are
-                else:
-                    row.width, row.height, row.format = rec.width, rec.height, rec.format
-                row.gen, row.updated_at = gen, now
-                s.flush()
-                if rec.status != STATUS_OK:
-                    s.execute(delete(VectorRow).where(VectorRow.image_id == row.id))
-                elif rec.vector is not None:
-                    s.merge(VectorRow(image_id=row.id, data=np.ascontiguousarray(rec.vector, np.float32).tobytes()))
-                ids.append(row.id)
-            if removals:
-                rm = [int(i) for i in removals]
-                s.execute(delete(VectorRow).where(VectorRow.image_id.in_(rm)))
-                s.execute(delete(ImageRow).where(ImageRow.id.in_(rm)))
-                for i in rm:
-                    s.merge(Tombstone(image_id=i, gen=gen))
-            for image_id, mtime_ns in touches:
-                s.execute(update(ImageRow).where(ImageRow.id == image_id).values(mtime_ns=mtime_ns))
-        return ids
+            return write_batch(s, checked, removals, touches)
 
     def set_metadata(self, image_id: int, metadata: dict[str, Any]) -> None:
         """Replace one image's metadata.

@@ -5,8 +5,6 @@ import time) loads torch, FAISS or a model, so help and ``--version`` answer at 
 A user error prints one line on stderr and exits with 2 (see :class:`RetrieveGroup`).
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

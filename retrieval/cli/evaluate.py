@@ -1,7 +1,5 @@
 """``retrieve eval``: retrieval quality on labelled images."""
 
-from __future__ import annotations
-
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -67,7 +65,7 @@ def evaluate(
     _print_report(report, config, json_out)
 
 
-def _print_report(report: EvalReport, config: ExtractorConfig, json_out: bool) -> None:
+def _print_report(report: "EvalReport", config: "ExtractorConfig", json_out: bool) -> None:
     report_failures(report.failed)
     if json_out:
         print_json({**report.to_dict(), "extractor": {"kind": config.kind, "backbone": config.backbone,

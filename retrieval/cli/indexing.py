@@ -1,7 +1,5 @@
 """Commands that write an index: ``index``, ``reindex``, ``remove``."""
 
-from __future__ import annotations
-
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -67,7 +65,7 @@ def index(
     _print_report(report, json_out)
 
 
-def _print_report(report: IndexReport, json_out: bool) -> None:
+def _print_report(report: "IndexReport", json_out: bool) -> None:
     """What an indexing run did: failures on stderr, the counts on stdout."""
     report_failures(report.failed)
     report_failures(report.skipped, "left out")

@@ -1,7 +1,5 @@
 """Commands about an index's contents: ``info`` and ``tag``. Neither loads a model."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Optional
 
 import typer

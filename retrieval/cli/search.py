@@ -1,7 +1,5 @@
 """Commands that read an index: ``query`` and ``dupes``."""
 
-from __future__ import annotations
-
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -95,7 +93,7 @@ def _threshold(given: float | None) -> float:
     return DEFAULT_THRESHOLD if given is None else given
 
 
-def _print_hits(hits: list[Hit], json_out: bool, null: bool, dedup: bool, load_s: float, query_s: float) -> None:
+def _print_hits(hits: "list[Hit]", json_out: bool, null: bool, dedup: bool, load_s: float, query_s: float) -> None:
     if json_out:
         print_json({
             "results": [{"rank": rank, "id": h.id, "score": round(h.score, 6), "path": h.path, "metadata": h.metadata,
@@ -136,7 +134,7 @@ def dupes(
     note(f"duplicate groups: {len(groups)}")
 
 
-def _print_groups(groups: list[DuplicateGroup], json_out: bool, null: bool) -> None:
+def _print_groups(groups: "list[DuplicateGroup]", json_out: bool, null: bool) -> None:
     if json_out:
         print_json([{"ids": list(g.ids), "paths": list(g.paths), "exact": g.exact, "score": g.score}
                     for g in groups])

@@ -5,8 +5,6 @@ so the command line cannot drift from it. (Those classes import torch, which --h
 must not, so the help cannot show their values.)
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -139,7 +137,7 @@ def autoencoder(
          quiet)
 
 
-def _run(train: Callable[..., TrainResult], score: str, json_out: bool, quiet: bool) -> None:
+def _run(train: "Callable[..., TrainResult]", score: str, json_out: bool, quiet: bool) -> None:
     """Run a trainer with a progress bar and a line per epoch, then print its result."""
     with progress_bar(not quiet) as progress:
         result = train(progress=progress, on_epoch=_epoch_line(score)).to_dict()
@@ -149,10 +147,10 @@ def _run(train: Callable[..., TrainResult], score: str, json_out: bool, quiet: b
                  f"{result['seconds']:.0f} s; checkpoint {result['out']}")
 
 
-def _epoch_line(score: str) -> Callable[[EpochRecord], None]:
+def _epoch_line(score: str) -> "Callable[[EpochRecord], None]":
     """A line on stderr after each epoch (above the progress bar)."""
 
-    def show(record: EpochRecord) -> None:
+    def show(record: "EpochRecord") -> None:
         loss = "" if record.epoch == 0 else f"loss {record.loss:.4f}, "
         note(f"epoch {record.epoch}: {loss}{score} {record.score:.4f} ({record.seconds:.1f} s)")
 

@@ -1,8 +1,9 @@
 """A fast command line: help, --version and the catalog-only commands must not import
-torch, timm, FAISS, Annoy or the model code (seconds of start-up on a CPU box).
+torch, timm, FAISS, Annoy, Pillow or the model code (seconds of start-up on a CPU box).
 
 Help and --version do not even import the engine; ``info`` and ``tag`` open the bundle
-through it (one Engine for every front end) and read its catalog only.
+through it (one Engine for every front end) and read its catalog only, so neither the
+search side nor the indexing side of the package loads either.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from retrieval.cli.app import app
 
 from .conftest import invoke
 
-LIBRARIES = ("torch", "torchvision", "timm", "faiss", "annoy", "alembic")  # alembic: only to migrate
-HEAVY = (*LIBRARIES, "retrieval.engine", "retrieval.extractors")
+LIBRARIES = ("torch", "torchvision", "timm", "faiss", "annoy", "alembic", "PIL")  # alembic: only to migrate
+# The package's own modules that only searching or changing a bundle needs (Pillow, planning).
+SEARCH_AND_WRITE = ("retrieval.query", "retrieval.filters", "retrieval.images", "retrieval.indexing", "retrieval.writing")
+HEAVY = (*LIBRARIES, *SEARCH_AND_WRITE, "retrieval.engine", "retrieval.extractors")
 
 # Runs `retrieve` with the arguments given as JSON lists in argv[1:], in this fresh
 # process, then prints the commands' outputs and the heavy modules that got imported.
@@ -65,15 +68,16 @@ def test_help_of_every_command_and_version_import_nothing_heavy() -> None:
     assert _heavy_imports(*([*c, "--help"] for c in commands), ["--version"]) == []
 
 
-def test_info_and_tag_import_no_model_index_or_migration_code(small_bundle: Path, sample_dir: Path) -> None:
+def test_info_and_tag_import_no_model_index_search_or_migration_code(small_bundle: Path, sample_dir: Path) -> None:
     """They read the catalog and the index file's header: no torch, no FAISS or Annoy
-    (the index is described, not loaded), no Alembic (the schema is current)."""
+    (the index is described, not loaded), no Alembic (the schema is current), no Pillow
+    and none of the query or indexing code (nothing is searched or embedded)."""
     cup = str(sorted((sample_dir / "cup").iterdir())[0])
     bundle = str(small_bundle)
     (info, text, tagged, again), heavy = _run_fresh(["info", "-i", bundle, "--json"], ["info", "-i", bundle],
                                                     ["tag", cup, "--add", "x", "-i", bundle, "--json"],
                                                     ["tag", cup, "--add", "x", "-i", bundle, "--json"])
-    assert [m for m in heavy if m in LIBRARIES] == []
+    assert [m for m in heavy if m not in ("retrieval.engine", "retrieval.extractors")] == []
     facts = json.loads(info)
     assert (facts["count"], facts["failed_count"], facts["dim"]) == (10, 0, 1280)
     assert facts["index"] == {"type": "auto", "effective": "flat", "params": {}, "count": 10}

@@ -1,0 +1,124 @@
+"""Changing what a bundle indexes: the write side behind :meth:`Engine.index`, ``add``,
+``remove`` and ``reindex``.
+
+Each of these holds the bundle's write lock (one writer at a time, across processes; a
+reader never needs it) and ends with the ANN index caught up and saved for the next
+process. The Engine makes its :class:`Writer` on the first change, so opening a bundle to
+read it does not load the planning code; the indexing loop (torch) loads only when a plan
+is carried out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .bundle import AnnCache, WriteLock
+from .catalog import Catalog, check_metadata
+from .errors import ReadOnlyIndexError, RetrievalError
+from .images.files import discover
+from .indexing.plan import Plan, plan_sync
+from .options import EngineOptions, Progress
+
+if TYPE_CHECKING:
+    from .extractors import Extractor
+    from .indexing.run import IndexReport
+
+__all__ = ["Writer"]
+
+
+class Writer:
+    """The write side of one open bundle.
+
+    Args:
+        embedder: the extractor that embeds images at indexing time (built on first call).
+    """
+
+    def __init__(self, path: Path, catalog: Catalog, cache: AnnCache, lock: WriteLock, options: EngineOptions,
+                 embedder: Callable[[], Extractor]) -> None:
+        self.path = path
+        self.catalog = catalog
+        self.cache = cache
+        self.lock = lock
+        self.options = options
+        self.embedder = embedder
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the bundle's write lock: one writer at a time, across processes.
+
+        Raises:
+            ReadOnlyIndexError: the bundle was opened read-only (its folder cannot be written).
+            IndexBusyError: another writer held the lock longer than the lock timeout.
+        """
+        if self.catalog.read_only:
+            raise ReadOnlyIndexError(f"the index at {self.path} is read-only here: it can be searched, not changed")
+        with self.lock.held():
+            yield
+
+    def sync(self, roots: Iterable[str | os.PathLike[str]], follow_links: bool,
+             progress: Progress | None) -> IndexReport:
+        """Bring the index in line with the files below `roots` (see :meth:`Engine.index`).
+
+        Raises:
+            RetrievalError: a root does not exist (checked first: nothing is removed then).
+        """
+        absolute = [os.path.abspath(r) for r in roots]
+        for r in absolute:
+            if not os.path.exists(r):
+                raise RetrievalError(f"folder not found: {r}")
+        with self.locked():
+            skipped: list[tuple[str, str]] = []
+            files = [str(p) for p in discover(absolute, follow_links=follow_links,
+                                              on_skip=lambda path, why: skipped.append((str(path), why)))]
+            existing = self.catalog.rows_under(absolute)
+            plan = plan_sync(self.catalog, files, existing, sweep=True, progress=progress, skipped=skipped)
+            return self._ingest(plan, progress)
+
+    def add(self, paths: Iterable[str | os.PathLike[str]], metadata: Mapping[str, Any] | None,
+            progress: Progress | None) -> IndexReport:
+        """Index these files, sweeping nothing else (see :meth:`Engine.add`).
+
+        Raises:
+            BadMetadataError: `metadata` cannot be stored (checked before any work).
+        """
+        clean = check_metadata(metadata) if metadata is not None else None
+        files = [os.path.abspath(p) for p in paths]
+        with self.locked():
+            existing = self.catalog.rows_by_path(files)
+            plan = plan_sync(self.catalog, files, existing, sweep=False, progress=progress)
+            return self._ingest(plan, progress, clean)
+
+    def remove(self, ids_or_paths: Iterable[int | str | os.PathLike[str]]) -> int:
+        """Remove the images named by id or path, if indexed; returns how many were."""
+        with self.locked():
+            found = self.catalog.resolve_ids(ids_or_paths, strict=False)
+            if found:
+                self.catalog.apply(removals=sorted(found))
+                self.cache.persist()
+            return len(found)
+
+    def reindex(self, backend: str | None, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Rebuild the ANN index from the stored vectors (see :meth:`Engine.reindex`)."""
+        start = time.perf_counter()
+        with self.locked():
+            described = self.cache.switch(backend, params,
+                                          lambda settings: self.catalog.set_setting("index", json.dumps(settings)))
+        return {**described, "seconds": time.perf_counter() - start}
+
+    def _ingest(self, plan: Plan, progress: Progress | None, metadata: dict[str, Any] | None = None) -> IndexReport:
+        from .images.batches import default_workers  # these import torch
+        from .indexing import run as ingest
+
+        start = time.perf_counter()
+        report = ingest.execute(plan, self.catalog, self.embedder, self.cache.sync,
+                                batch_size=self.options.batch_size, workers=default_workers(self.options.workers),
+                                metadata=metadata, progress=progress, decode=self.options.decode)
+        self.cache.persist()
+        report.seconds = time.perf_counter() - start
+        return report
