@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from .models import STATUS_OK, ImageRow, Setting, Tombstone, VectorRow
+from .models import STATUS_OK, ImageRow, LocalFeatureRow, Setting, Tombstone, VectorRow
 
 __all__ = ["Changes", "FileRecord", "read_changes", "write_batch"]
 
@@ -28,7 +28,10 @@ __all__ = ["Changes", "FileRecord", "read_changes", "write_batch"]
 class FileRecord:
     """What the indexer learnt about one file, ready to be written.
 
-    `vector` None on an ok record with an `id` keeps the stored vector (a move).
+    `vector` None on an ok record with an `id` keeps the stored vector (a move), and
+    its local features with it. `local`: the image's local features (bytes of
+    :class:`retrieval.local.LocalFeatures`) in an index that keeps them, else None; a
+    new vector without them drops any stored ones, which described the old content.
     `metadata` None keeps the stored metadata.
     """
 
@@ -44,6 +47,7 @@ class FileRecord:
     vector: np.ndarray | None = None
     metadata: dict[str, Any] | None = None
     id: int | None = None
+    local: bytes | None = None
 
 
 @dataclass
@@ -85,12 +89,18 @@ def write_batch(s: Session, records: Sequence[FileRecord], removals: Sequence[in
         s.flush()
         if rec.status != STATUS_OK:
             s.execute(delete(VectorRow).where(VectorRow.image_id == row.id))
+            s.execute(delete(LocalFeatureRow).where(LocalFeatureRow.image_id == row.id))
         elif rec.vector is not None:
             s.merge(VectorRow(image_id=row.id, data=np.ascontiguousarray(rec.vector, np.float32).tobytes()))
+            if rec.local is not None:
+                s.merge(LocalFeatureRow(image_id=row.id, data=rec.local))
+            else:
+                s.execute(delete(LocalFeatureRow).where(LocalFeatureRow.image_id == row.id))
         ids.append(row.id)
     if removals:
         rm = [int(i) for i in removals]
         s.execute(delete(VectorRow).where(VectorRow.image_id.in_(rm)))
+        s.execute(delete(LocalFeatureRow).where(LocalFeatureRow.image_id.in_(rm)))
         s.execute(delete(ImageRow).where(ImageRow.id.in_(rm)))
         for i in rm:
             s.merge(Tombstone(image_id=i, gen=gen))

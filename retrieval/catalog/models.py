@@ -15,7 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "ImageRow", "VectorRow", "Tombstone", "Setting", "SCHEMA_VERSION", "STATUS_OK", "STATUS_FAILED",
+__all__ = ["Base", "ImageRow", "VectorRow", "LocalFeatureRow", "Tombstone", "Setting", "SCHEMA_VERSION", "STATUS_OK", "STATUS_FAILED",
            "has_status"]
 
 # The settings value "schema_version" predates the migrations, and retrieve 0.1.0 refuses
@@ -71,6 +71,17 @@ class VectorRow(Base):
     """The embedding of an ok image, float32 bytes."""
 
     __tablename__ = "vectors"
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LocalFeatureRow(Base):
+    """The local features of an ok image in an index that keeps them (issue 17): keypoints
+    and descriptors in the versioned byte format of :mod:`retrieval.local.features`. Written
+    with the image's vector, removed with its row; the local-feature index is their cache."""
+
+    __tablename__ = "local_features"
 
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)

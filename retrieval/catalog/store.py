@@ -30,7 +30,7 @@ from . import migrations
 from .changes import Changes, FileRecord, read_changes, write_batch
 from .connection import MODE_WRITE, choose_mode, immediate, sqlite_engine, translate_errors
 from .metadata import TAGS_KEY, check_metadata, check_tags
-from .models import STATUS_FAILED, STATUS_OK, ImageRow, Setting, VectorRow, has_status
+from .models import STATUS_FAILED, STATUS_OK, ImageRow, LocalFeatureRow, Setting, VectorRow, has_status
 
 __all__ = ["Catalog"]
 
@@ -211,6 +211,12 @@ class Catalog:
         rows = self._in_chunks(lambda c: select(VectorRow).where(VectorRow.image_id.in_(c)), ids)
         return {v.image_id: np.frombuffer(v.data, np.float32) for v in rows}
 
+    def local_features(self, ids: Iterable[int]) -> dict[int, bytes]:
+        """Stored local features (their bytes) by id; ids without them are absent."""
+        ids = (int(i) for i in ids)
+        rows = self._in_chunks(lambda c: select(LocalFeatureRow).where(LocalFeatureRow.image_id.in_(c)), ids)
+        return {r.image_id: r.data for r in rows}
+
     def ok_ids_with_hash(self, hashes: Iterable[str]) -> dict[str, int]:
         """For each content hash, one ok image that has it (to reuse its vector)."""
         hashes = list(set(hashes))
@@ -286,6 +292,19 @@ class Catalog:
             ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
             yield ids, np.stack([np.frombuffer(r[1], np.float32) for r in rows])
             last = int(ids[-1])
+
+    def iter_local_features(self, batch: int = 2_000) -> Iterator[list[tuple[int, bytes]]]:
+        """All stored local features in id order, in blocks of (id, bytes)."""
+        last = 0
+        while True:
+            with self._read() as s:
+                rows = s.execute(select(LocalFeatureRow.image_id, LocalFeatureRow.data)
+                                 .where(LocalFeatureRow.image_id > last)
+                                 .order_by(LocalFeatureRow.image_id).limit(batch)).all()
+            if not rows:
+                return
+            yield [(int(r[0]), bytes(r[1])) for r in rows]
+            last = int(rows[-1][0])
 
     def changes_since(self, gen: int) -> Changes:
         """Everything an index at generation `gen` must apply to be current.
