@@ -7,6 +7,7 @@ how to fix the problem. Only the CLI turns them into exit codes; the library nev
 from __future__ import annotations
 
 __all__ = [
+    "LocalFeaturesUnavailableError",
     "RetrievalError",
     "BadImageError",
     "IndexNotFoundError",
@@ -74,3 +75,7 @@ class DiskFullError(RetrievalError):
 
 class IndexTooNewError(RetrievalError):
     """The index was written by a newer retrieve, with a schema this one does not know."""
+
+
+class LocalFeaturesUnavailableError(RetrievalError):
+    """Local features were asked for, but OpenCV (the ``local`` extra) is not installed."""
