@@ -1,7 +1,8 @@
 """How a bundle comes into being and is opened: its file names, creation, opening.
 
 A bundle is a folder holding ``catalog.sqlite`` (the truth), ``ann.index`` (a cache of its
-vectors) and ``write.lock``. Creation checks every argument before it writes anything, so
+vectors), ``local.index`` in an index that keeps local features (a cache of them: vocabulary
+and inverted file) and ``write.lock``. Creation checks every argument before it writes anything, so
 a typo leaves no bundle, and writes the manifest last: a catalog without one is a creation
 that was interrupted, which the next :meth:`Engine.create` finishes as if new and which
 :meth:`Engine.open` refuses with the command that finishes it.
@@ -31,12 +32,14 @@ if TYPE_CHECKING:
     from .extractors import Extractor
     from .extractors.denoise import Denoiser
 
-__all__ = ["ANN_FILE", "CATALOG_FILE", "LOCK_FILE", "Opened", "create_bundle", "denoiser_for", "has_manifest",
-           "open_bundle"]
+__all__ = ["ANN_FILE", "CATALOG_FILE", "LOCAL_FILE", "LOCK_FILE", "Opened", "create_bundle", "denoiser_for",
+           "has_manifest", "local_settings", "open_bundle"]
 
 CATALOG_FILE = "catalog.sqlite"
 ANN_FILE = "ann.index"
+LOCAL_FILE = "local.index"
 LOCK_FILE = "write.lock"
+LOCAL_SETTING = "local_features"  # catalog setting: {"name": ..., "params": {...}}, absent without
 
 
 @dataclass
@@ -50,6 +53,7 @@ class Opened:
     manifest: Manifest
     extractor: Extractor | None = None
     denoiser: Denoiser | None = None
+    local: dict[str, Any] | None = None  # the local-feature settings, in an index that keeps them
 
 
 def has_manifest(path: Path) -> bool:
@@ -71,8 +75,29 @@ def denoiser_for(options: EngineOptions) -> Denoiser | None:
     return Denoiser(options.denoise, options.device, options.precision)
 
 
+def local_settings(spec: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The checked local-feature settings an index records: a registry name (``"sift"``)
+    or ``{"name": ..., "params": {...}}``; None keeps no local features.
+
+    Raises:
+        UnknownNameError: no such local-feature extractor.
+        RetrievalError: a parameter it does not have, or out of range.
+        LocalFeaturesUnavailableError: OpenCV (the ``local`` extra) is not installed.
+    """
+    if spec is None:
+        return None
+    from . import local  # no OpenCV yet
+    from .local.opencv import opencv
+
+    name, params = (spec, {}) if isinstance(spec, str) else (spec.get("name", ""), spec.get("params") or {})
+    resolved = local.EXTRACTORS.resolve(str(name), params)
+    opencv()  # an index that could never extract its features is refused before it exists
+    return {"name": name, "params": resolved}
+
+
 def create_bundle(path: Path, built: Extractor | None, config: ExtractorConfig | None, overrides: Mapping[str, Any],
-                  backend: str | None, backend_params: Mapping[str, Any] | None, options: EngineOptions) -> Opened:
+                  backend: str | None, backend_params: Mapping[str, Any] | None, options: EngineOptions,
+                  local: str | Mapping[str, Any] | None = None) -> Opened:
     """Write a new bundle at `path` (or finish one whose creation was interrupted).
 
     The extractor is given split (see :func:`.extractors.spec.split_spec`); none given
@@ -85,6 +110,7 @@ def create_bundle(path: Path, built: Extractor | None, config: ExtractorConfig |
     """
     name = backend or ann.AUTO
     params = ann.check_settings(name, backend_params or {})  # fails before the model loads
+    local_features = local_settings(local)
     denoiser = denoiser_for(options)
     built = built or create_extractor(config or ExtractorConfig(**overrides), options.device, options.precision)
     params = ann.check_settings(name, params, built.manifest.dim)  # checks that need the dimension
@@ -92,8 +118,10 @@ def create_bundle(path: Path, built: Extractor | None, config: ExtractorConfig |
     catalog = Catalog(path / CATALOG_FILE, create=True)
     try:
         catalog.set_setting("index", json.dumps({"backend": name, "params": params}))
+        if local_features is not None:
+            catalog.set_setting(LOCAL_SETTING, json.dumps(local_features))
         catalog.set_setting("manifest", built.manifest.to_json())  # last: its presence means "created"
-        return Opened(catalog, built.manifest, built, denoiser)
+        return Opened(catalog, built.manifest, built, denoiser, local_features)
     except BaseException:
         catalog.close()
         raise
@@ -117,7 +145,7 @@ def open_bundle(path: Path, extractor: ExtractorSpec, options: EngineOptions) ->
                                      "`retrieve index` command (or Engine.create) again to finish it")
         manifest = Manifest.from_dict(raw)
         built = extractor_for(manifest, extractor, path, options.device, options.precision)
-        return Opened(catalog, manifest, built, denoiser_for(options))
+        return Opened(catalog, manifest, built, denoiser_for(options), catalog.get_json(LOCAL_SETTING))
     except BaseException:
         catalog.close()
         raise

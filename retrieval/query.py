@@ -21,9 +21,9 @@ from . import ann, duplicates
 from .catalog import STATUS_OK, Catalog
 from .errors import BadImageError, BadQueryError
 from .filters import Filter
-from .images.decode import load_image
+from .images.decode import DecodedImage, load_image
 
-__all__ = ["MAX_K", "Hit", "Query", "QueryItem", "QueryBuilder", "check_k", "nearest", "rocchio", "stored_vectors",
+__all__ = ["BuiltQuery", "allowed_ids", "MAX_K", "Hit", "Query", "QueryItem", "QueryBuilder", "check_k", "nearest", "rocchio", "stored_vectors",
            "unit"]
 
 MAX_K = 10_000
@@ -44,6 +44,24 @@ class Hit:
     score: float
     metadata: dict[str, Any]
     duplicates: tuple[str, ...] = ()  # with dedup: paths of lower-ranked copies folded into this hit
+    # With re-ranking (an index with local features): local-feature matches the geometric
+    # model explains (0: not verified), and where this image appears in the query, as its
+    # corners (top-left, top-right, bottom-right, bottom-left) in the query image's pixels.
+    inliers: int | None = None
+    region: tuple[tuple[float, float], ...] | None = None
+
+
+@dataclass(frozen=True)
+class BuiltQuery:
+    """A query made ready: its unit vector, the indexed images among its items (left out
+    of the results), and, when it is one image, that image (decoded) or its id (indexed):
+    what a local-feature re-rank starts from."""
+
+    vector: np.ndarray
+    own_ids: set[int]
+    image: Image.Image | None = None
+    indexed_id: int | None = None
+    scale: float = 1.0  # the query file's size over `image`'s (decoding may reduce it)
 
 
 def check_k(k: object) -> int:
@@ -98,11 +116,12 @@ class QueryBuilder:
     """
 
     def __init__(self, catalog: Catalog, dim: int, image_size: int,
-                 embed_images: Callable[[list[Image.Image]], np.ndarray]) -> None:
+                 embed_images: Callable[[list[Image.Image]], np.ndarray], local_side: int = 0) -> None:
         self.catalog, self.dim, self.image_size, self.embed_images = catalog, dim, image_size, embed_images
+        self.draft_size = max(image_size, local_side)  # local features look at up to local_side px
 
-    def build(self, query: Query) -> tuple[np.ndarray, set[int]]:
-        """(unit query vector, ids of indexed images among the items).
+    def build(self, query: Query) -> BuiltQuery:
+        """The query's unit vector, the indexed images among its items, and its one image.
 
         Raises:
             BadQueryError: an empty query, an item of an unsupported type, a folder, an
@@ -115,6 +134,7 @@ class QueryBuilder:
         vectors: list[np.ndarray] = []
         own_ids: set[int] = set()
         images: list[Image.Image] = []
+        scales: list[float] = []
         ids: list[int] = []
         for item in items:
             if isinstance(item, np.ndarray):
@@ -122,6 +142,7 @@ class QueryBuilder:
                 vectors.extend(unit(r, "query vector", self.dim) for r in rows)
             elif isinstance(item, Image.Image):
                 images.append(item.convert("RGB"))
+                scales.append(1.0)
             elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
                 ids.append(int(item))
             elif isinstance(item, (str, os.PathLike)):
@@ -130,7 +151,9 @@ class QueryBuilder:
                     own_ids.add(indexed[0])
                     vectors.append(indexed[1])
                 else:
-                    images.append(self._load(os.fspath(item), self.image_size))
+                    decoded = self._load(os.fspath(item), self.draft_size)
+                    images.append(decoded.image)
+                    scales.append(max(decoded.width, decoded.height) / max(decoded.image.size))
             else:
                 raise BadQueryError(f"cannot search with a {type(item).__name__}: give an image path, a PIL "
                                     "image, a vector or an indexed id")
@@ -143,14 +166,18 @@ class QueryBuilder:
             vectors.extend(unit(stored[i], f"stored vector of id {i}", self.dim) for i in ids)
         if images:
             vectors.extend(unit(v, "embedded query image", self.dim) for v in self.embed_images(images))
-        return unit(np.sum(vectors, axis=0), "the combined query", self.dim), own_ids
+        vector = unit(np.sum(vectors, axis=0), "the combined query", self.dim)
+        single = len(items) == 1
+        return BuiltQuery(vector, own_ids, images[0] if single and images else None,
+                          next(iter(own_ids)) if single and len(own_ids) == 1 else None,
+                          scales[0] if single and scales else 1.0)
 
     @staticmethod
-    def _load(path: str, draft_size: int) -> Image.Image:
+    def _load(path: str, draft_size: int) -> DecodedImage:
         if os.path.isdir(path):
             raise BadQueryError(f"query {path} is a folder: give image files (or index the folder)")
         try:
-            return load_image(path, draft_size=draft_size).image
+            return load_image(path, draft_size=draft_size)
         except BadImageError as e:
             raise BadImageError(f"query image {path}: {e}") from None
 
@@ -186,8 +213,7 @@ def nearest(index: ann.AnnIndex, catalog: Catalog, q: np.ndarray, k: int, exclud
         raise BadQueryError(f"dedup must be a similarity from -1 to 1, not {dedup!r}")
     excluded = set(exclude)
     q = np.asarray(q, np.float32).reshape(1, -1)
-    conditions = Filter.of(where)
-    allowed = catalog.ids_matching(conditions.conditions()) if conditions else None
+    allowed = allowed_ids(catalog, where)
     if allowed is not None and len(allowed) == 0:
         return []
     want, effort = k + len(excluded), 0
@@ -206,6 +232,12 @@ def nearest(index: ann.AnnIndex, catalog: Catalog, q: np.ndarray, k: int, exclud
         if len(hits) >= k or len(found) < asked or want >= index.ntotal:
             return hits[:k]
         want *= 2  # too many left out: ask for more
+
+
+def allowed_ids(catalog: Catalog, where: Filter | Mapping[str, Any] | None) -> np.ndarray | None:
+    """The ids a filter admits, or None when there is no filter (an empty one is none)."""
+    conditions = Filter.of(where)
+    return catalog.ids_matching(conditions.conditions()) if conditions else None
 
 
 def _fold_duplicates(hits: list[Hit], hashes: Mapping[int, str | None], catalog: Catalog,

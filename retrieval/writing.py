@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .bundle import AnnCache, WriteLock
+from .bundle import AnnCache, CatalogCache, WriteLock
 from .catalog import Catalog, check_metadata
 from .errors import ReadOnlyIndexError, RetrievalError
 from .images.files import discover
@@ -27,6 +27,7 @@ from .options import EngineOptions, Progress
 
 if TYPE_CHECKING:
     from .extractors import Extractor
+    from .images.batches import LocalExtract
     from .indexing.run import IndexReport
 
 __all__ = ["Writer"]
@@ -37,13 +38,17 @@ class Writer:
 
     Args:
         embedder: the extractor that embeds images at indexing time (built on first call).
+        local: in an index that keeps local features, what extracts them (in the decode
+            workers) and the local-feature index, saved after each change like the ANN one.
     """
 
     def __init__(self, path: Path, catalog: Catalog, cache: AnnCache, lock: WriteLock, options: EngineOptions,
-                 embedder: Callable[[], Extractor]) -> None:
+                 embedder: Callable[[], Extractor],
+                 local: tuple[LocalExtract, CatalogCache[Any]] | None = None) -> None:
         self.path = path
         self.catalog = catalog
         self.cache = cache
+        self.local_extract, self.local_cache = local if local is not None else (None, None)
         self.lock = lock
         self.options = options
         self.embedder = embedder
@@ -100,7 +105,7 @@ class Writer:
             found = self.catalog.resolve_ids(ids_or_paths, strict=False)
             if found:
                 self.catalog.apply(removals=sorted(found))
-                self.cache.persist()
+                self._persist()
             return len(found)
 
     def reindex(self, backend: str | None, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,6 +116,13 @@ class Writer:
                                           lambda settings: self.catalog.set_setting("index", json.dumps(settings)))
         return {**described, "seconds": time.perf_counter() - start}
 
+    def _persist(self) -> None:
+        """Catch the caches up with the change just committed and save them (see
+        :meth:`CatalogCache.persist`); the caller holds the write lock."""
+        self.cache.persist()
+        if self.local_cache is not None:
+            self.local_cache.persist()
+
     def _ingest(self, plan: Plan, progress: Progress | None, metadata: dict[str, Any] | None = None) -> IndexReport:
         from .images.batches import default_workers  # these import torch
         from .indexing import run as ingest
@@ -118,7 +130,8 @@ class Writer:
         start = time.perf_counter()
         report = ingest.execute(plan, self.catalog, self.embedder, self.cache.sync,
                                 batch_size=self.options.batch_size, workers=default_workers(self.options.workers),
-                                metadata=metadata, progress=progress, decode=self.options.decode)
-        self.cache.persist()
+                                metadata=metadata, progress=progress, decode=self.options.decode,
+                                local=self.local_extract)
+        self._persist()
         report.seconds = time.perf_counter() - start
         return report

@@ -42,6 +42,11 @@ def index(
     decode: Decode = RUN_DEFAULTS.decode,
     follow_links: Annotated[bool, typer.Option(
         "--follow-links", help="Follow symbolic links that lead out of the FOLDERs (left out by default).")] = False,
+    local: Annotated[Optional[str], typer.Option(
+        metavar="NAME", help="Keep local features to find the same object (sift; a new index only; needs "
+                             "retrieve[local]).")] = None,
+    local_param: Annotated[Optional[list[str]], typer.Option(
+        metavar="KEY=VALUE", help="Local-feature parameter, e.g. max_features=1000 (repeatable).")] = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
 ) -> None:
@@ -59,8 +64,11 @@ def index(
                           image_size=image_size, resize=resize)
     options = EngineOptions(device=device, precision=precision, batch_size=batch_size, workers=workers,
                             decode=decode, denoise=denoise, denoise_at="index")
+    local_params = parse_pairs(local_param, "--local-param")
+    local_spec = {"name": local or "sift", "params": local_params} if local or local_params else None
     with Engine.create(index_dir, spec, backend=backend, backend_params=parse_pairs(param, "--param"),
-                       exist_ok=True, options=options) as engine, progress_bar(not quiet) as progress:
+                       exist_ok=True, options=options, local_features=local_spec) as engine, \
+            progress_bar(not quiet) as progress:
         report = engine.index(folders, progress=progress, follow_links=follow_links)
     _print_report(report, json_out)
 

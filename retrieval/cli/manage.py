@@ -35,6 +35,8 @@ def _describe(facts: dict[str, Any]) -> list[str]:
         f"vectors     {facts['dim']}-d, {ex['normalisation']}-normalised, weights {ex['weights_digest'][:12]}",
         f"ann index   {ann['type']}" + (f" (now {ann['effective']})" if ann["type"] != ann["effective"] else "")
         + "".join(f", {k}={v}" for k, v in ann["params"].items() if v is not None),
+        *([f"local       {local['name']}" + "".join(f", {k}={v}" for k, v in local["params"].items())]
+          if (local := facts.get("local_features")) else []),
         f"on disk     {facts['size_bytes'] / 1e6:.2f} MB",
         *(f"  failed    {f['path']}: {f['error']}" for f in facts["failed"]),
     ]

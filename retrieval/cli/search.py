@@ -48,6 +48,9 @@ def query(
     dedup: Annotated[bool, typer.Option("--dedup", help="Fold copies and near-copies into the best-ranked one.")]
     = False,
     dedup_threshold: Similarity = None,
+    rerank: Annotated[Optional[bool], typer.Option(
+        "--rerank/--no-rerank", show_default="on when the index keeps local features",
+        help="Find the same object first: verify a short list with local features.")] = None,
     weights: Weights = None,
     extractor: Extractor = None,
     denoise: Denoise = None,
@@ -62,8 +65,9 @@ def query(
     The query is one or more image files (IMAGE) and indexed images (--id), combined
     into one; indexed ones are left out of the results.
 
-    Text output is rank, score, id and path (and, with --dedup, how many copies each
-    result folds): a table on a terminal, tab-separated lines under a header otherwise.
+    Text output is rank, score, id and path (and, re-ranked, the inliers that verify each
+    result; with --dedup, how many copies each result folds): a table on a terminal,
+    tab-separated lines under a header otherwise.
     --dedup-threshold implies --dedup.
     """
     from ..engine import Engine
@@ -80,7 +84,7 @@ def query(
     with Engine.open(index_dir, options=options, extractor=spec) as engine:
         start = time.perf_counter()
         hits = engine.search([*map(str, images or ()), *(ids or ())], k=k, where=where_filter,
-                             dedup=_threshold(dedup_threshold) if dedup else None)
+                             dedup=_threshold(dedup_threshold) if dedup else None, rerank=rerank)
         elapsed = time.perf_counter() - start - engine.load_seconds
         load = engine.load_seconds
     _print_hits(hits, json_out, null, dedup, load, elapsed)
@@ -97,17 +101,23 @@ def _print_hits(hits: "list[Hit]", json_out: bool, null: bool, dedup: bool, load
     if json_out:
         print_json({
             "results": [{"rank": rank, "id": h.id, "score": round(h.score, 6), "path": h.path, "metadata": h.metadata,
-                         "duplicates": list(h.duplicates)} for rank, h in enumerate(hits, 1)],
+                         "duplicates": list(h.duplicates), "inliers": h.inliers,
+                         "region": [list(p) for p in h.region] if h.region else None}
+                        for rank, h in enumerate(hits, 1)],
             "timing": {"model_load_s": round(load_s, 4), "query_s": round(query_s, 4)},
         })
     elif null:
         print_null([h.path for h in hits])
     else:
-        rows = [(str(rank), f"{h.score:.4f}", str(h.id), h.path) for rank, h in enumerate(hits, 1)]
+        header = ["rank", "score", "id", "path"]
+        rows = [[str(rank), f"{h.score:.4f}", str(h.id), h.path] for rank, h in enumerate(hits, 1)]
+        if any(h.inliers is not None for h in hits):  # re-ranked: matches that verify each hit
+            header.append("inliers")
+            rows = [[*r, str(h.inliers)] for r, h in zip(rows, hits)]
         if dedup:  # how many copies each hit stands for
-            print_rows(("rank", "score", "id", "path", "copies"), [(*r, str(len(h.duplicates))) for r, h in zip(rows, hits)])
-        else:
-            print_rows(("rank", "score", "id", "path"), rows)
+            header.append("copies")
+            rows = [[*r, str(len(h.duplicates))] for r, h in zip(rows, hits)]
+        print_rows(tuple(header), [tuple(r) for r in rows])
     note(f"model load {load_s:.2f} s, query {query_s * 1000:.1f} ms")
 
 

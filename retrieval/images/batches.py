@@ -5,6 +5,7 @@ over them)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,7 +17,22 @@ from .decode import MAX_PIXELS, DecodedImage, EncodedJpeg, load_image, load_imag
 from .files import FileBytes, read_file
 from .preprocess import CanvasMaker
 
-__all__ = ["Decoded", "DecodeDataset", "DecodedBatch", "collate_decoded", "decode_loader", "default_workers"]
+__all__ = ["Decoded", "DecodeDataset", "LocalExtract", "DecodedBatch", "collate_decoded", "decode_loader", "default_workers"]
+
+
+@dataclass(frozen=True)
+class LocalExtract:
+    """Local features of a decoded image as the bytes the catalog stores, made in the
+    loader worker beside its canvas (picklable: `extract` is a frozen dataclass's method).
+
+    `side`: the long side the extractor looks at, so a JPEG is decoded at least that large.
+    """
+
+    extract: Callable[[Any], Any]  # PIL image -> LocalFeatures
+    side: int
+
+    def __call__(self, image: Any) -> bytes:
+        return self.extract(image).to_bytes()
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,7 @@ class Decoded:
     content_hash: str = ""
     size: int = 0
     mtime_ns: int = 0
+    local: bytes | None = None  # the image's local features, when the dataset extracts them
 
 
 class DecodeDataset(torch.utils.data.Dataset):
@@ -54,11 +71,14 @@ class DecodeDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, paths: list[str], preprocess: CanvasMaker, max_pixels: int = MAX_PIXELS,
-                 jpeg_bytes: bool = False) -> None:
+                 jpeg_bytes: bool = False, local: LocalExtract | None = None) -> None:
         self.paths = paths
         self.preprocess = preprocess
         self.max_pixels = max_pixels
-        self.jpeg_bytes = jpeg_bytes
+        self.jpeg_bytes = jpeg_bytes and local is None  # local features need the host's pixels
+        self.local = local
+        # JPEGs decode at a reduced scale (a draft) when that still covers what is made of them
+        self.draft_size = max(preprocess.image_size, local.side if local is not None else 0)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -72,7 +92,7 @@ class DecodeDataset(torch.utils.data.Dataset):
             return self.decode_on_host(i, raw)
         facts = {"content_hash": raw.digest, "size": raw.size, "mtime_ns": raw.mtime_ns}
         try:
-            got = load_image_or_jpeg(raw, self.max_pixels, draft_size=self.preprocess.image_size)
+            got = load_image_or_jpeg(raw, self.max_pixels, draft_size=self.draft_size)
         except BadImageError as e:
             return Decoded(i, error=str(e), **facts)
         if isinstance(got, EncodedJpeg):
@@ -84,14 +104,15 @@ class DecodeDataset(torch.utils.data.Dataset):
         """File `i`'s bytes decoded and preprocessed here, whatever its format: also the
         fallback for a JPEG the device decoder rejects (given the bytes it rejected)."""
         try:
-            return self._canvas(i, load_image(raw, self.max_pixels, draft_size=self.preprocess.image_size), raw)
+            return self._canvas(i, load_image(raw, self.max_pixels, draft_size=self.draft_size), raw)
         except BadImageError as e:
             return Decoded(i, error=str(e), content_hash=raw.digest, size=raw.size, mtime_ns=raw.mtime_ns)
 
     def _canvas(self, i: int, img: DecodedImage, raw: FileBytes) -> Decoded:
         pixels, h, w = self.preprocess(img.image)
+        local = self.local(img.image) if self.local is not None else None
         return Decoded(i, pixels, h, w, img.width, img.height, img.format, content_hash=raw.digest, size=raw.size,
-                       mtime_ns=raw.mtime_ns)
+                       mtime_ns=raw.mtime_ns, local=local)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Generic, TypeVar
 import torch
 
 from ..options import Progress
-from .batches import DecodeDataset, DecodedBatch, decode_loader
+from .batches import DecodeDataset, DecodedBatch, LocalExtract, decode_loader
 from .device import decodes_on_device, finish_batch
 from .preprocess import CanvasMaker, Preprocessor
 
@@ -47,14 +47,17 @@ class EmbedLoop(Generic[R]):
         progress: called as progress(phase, done, total) after each batch.
         write: called with each batch and its output in a writer thread, at most one
             call in flight (so memory stays bounded and its errors surface at the next).
+        local: extracts each image's local features in the workers too (items carry them
+            as bytes); JPEGs are then decoded on the host, which has to see the pixels.
     """
 
     def __init__(self, paths: Sequence[str], preprocess: CanvasMaker, embed: Callable[[DecodedBatch], R], *,
                  batch_size: int = 32, workers: int = 0, device: torch.device = _CPU,
                  decode: str = "cpu", batch_sampler: torch.utils.data.Sampler[list[int]] | None = None,
                  progress: Progress | None = None, phase: str = "embedding",
-                 write: Callable[[DecodedBatch, R | None], None] | None = None) -> None:
-        self.paths, self.preprocess, self.embed = list(paths), preprocess, embed
+                 write: Callable[[DecodedBatch, R | None], None] | None = None,
+                 local: LocalExtract | None = None) -> None:
+        self.paths, self.preprocess, self.embed, self.local = list(paths), preprocess, embed, local
         self.batch_size, self.workers, self.device, self.decode = batch_size, workers, device, decode
         self.batch_sampler, self.progress, self.phase, self.write = batch_sampler, progress, phase, write
         self.failures: list[tuple[int, str]] = []
@@ -62,9 +65,9 @@ class EmbedLoop(Generic[R]):
     def __iter__(self) -> Iterator[tuple[DecodedBatch, R | None]]:
         pre = self.preprocess
         # The device resizes too, so it needs the plain Preprocessor (its filter and fit).
-        device_pre = pre if isinstance(pre, Preprocessor) and \
+        device_pre = pre if isinstance(pre, Preprocessor) and self.local is None and \
             decodes_on_device(self.decode, self.device, pre.interpolation) else None
-        dataset = DecodeDataset(self.paths, pre, jpeg_bytes=device_pre is not None)
+        dataset = DecodeDataset(self.paths, pre, jpeg_bytes=device_pre is not None, local=self.local)
         loader = decode_loader(dataset, self.workers, self.device.type == "cuda", self.batch_size, self.batch_sampler)
         batches: Iterable[DecodedBatch] = loader
         if device_pre is not None:

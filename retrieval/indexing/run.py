@@ -23,7 +23,7 @@ import numpy as np
 
 from ..catalog import STATUS_FAILED, Catalog, FileRecord
 from ..extractors import Extractor
-from ..images.batches import Decoded, DecodedBatch
+from ..images.batches import Decoded, DecodedBatch, LocalExtract
 from ..images.embedding import EmbedLoop
 from ..options import Progress
 from .plan import Plan
@@ -65,11 +65,13 @@ class IndexReport:
 
 def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], after_batch: Callable[[], object],
             *, batch_size: int, workers: int, metadata: dict[str, Any] | None = None,
-            progress: Progress | None = None, decode: str = "auto") -> IndexReport:
+            progress: Progress | None = None, decode: str = "auto", local: LocalExtract | None = None) -> IndexReport:
     """Write what the plan says; `extractor` is called only if something must be embedded.
 
     `after_batch` runs after every commit (the Engine catches its ANN index up there).
     `decode` says where JPEGs are decoded (see :func:`~retrieval.images.device.decodes_on_device`).
+    `local`, in an index that keeps local features, extracts them beside each embedding;
+    a copy of indexed content takes its source's, as it takes its vector.
     """
     start = time.perf_counter()
     report = IndexReport(unchanged=plan.unchanged, removed=len(plan.removals),
@@ -79,15 +81,17 @@ def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], af
     report.skipped = list(plan.skipped)
     copies = [rec for rec, _ in plan.copies]
     sources = catalog.vectors([src for _, src in plan.copies])
+    local_sources = catalog.local_features([src for _, src in plan.copies]) if local is not None else {}
     for rec, src in plan.copies:
-        rec.vector = sources[src]
+        rec.vector, rec.local = sources[src], local_sources.get(src)
     for rec in plan.moves + copies + plan.failed:
         rec.metadata = metadata
     report.duplicates = len(copies)
     if plan.moves or copies or plan.failed or plan.touches:
         catalog.apply(plan.moves + copies + plan.failed, touches=plan.touches)
     if plan.embed:
-        _embed(plan, catalog, extractor(), after_batch, batch_size, workers, decode, metadata, progress, report)
+        _embed(plan, catalog, extractor(), after_batch, batch_size, workers, decode, metadata, progress, report,
+               local)
     if plan.removals:
         catalog.apply(removals=plan.removals)
     report.seconds = time.perf_counter() - start
@@ -96,7 +100,7 @@ def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], af
 
 def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Callable[[], object],
            batch_size: int, workers: int, decode: str, metadata: dict[str, Any] | None,
-           progress: Progress | None, report: IndexReport) -> None:
+           progress: Progress | None, report: IndexReport, local: LocalExtract | None) -> None:
     """Embed the plan's new contents, committing each batch while the next one embeds."""
     def commit(batch: DecodedBatch, vectors: np.ndarray | None) -> None:
         catalog.apply(_records(plan, batch, vectors, metadata, report))
@@ -105,7 +109,7 @@ def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Call
     EmbedLoop([s.path for s, _ in plan.embed], extractor.preprocessor,
               lambda b: extractor.embed_adaptive(b.pixels, b.heights, b.widths),
               batch_size=batch_size, workers=workers, device=extractor.device, decode=decode,
-              progress=progress, phase="embedding", write=commit).run()
+              progress=progress, phase="embedding", write=commit, local=local).run()
 
 
 def _records(plan: Plan, batch: DecodedBatch, vectors: np.ndarray | None, metadata: dict[str, Any] | None,
@@ -114,7 +118,7 @@ def _records(plan: Plan, batch: DecodedBatch, vectors: np.ndarray | None, metada
     records: list[FileRecord] = []
     for item, vec in zip(batch.items, vectors if vectors is not None else []):
         fresh = _with_twins(plan, item, metadata, width=item.width, height=item.height,
-                            format=item.format, vector=np.asarray(vec))
+                            format=item.format, vector=np.asarray(vec), local=item.local)
         report.embedded += 1
         report.added += sum(r.id is None for r in fresh)
         report.updated += sum(r.id is not None for r in fresh)

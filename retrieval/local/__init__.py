@@ -2,9 +2,10 @@
 
 Two stages (issue 17). The first puts the right image in a short list: the global CNN
 ranking fused (:func:`reciprocal_rank_fusion`) with a bag-of-visual-words ranking
-(:class:`RootSift` features -> :class:`Vocabulary` words -> :class:`InvertedFile`). The
-second verifies the short list geometrically (:class:`SpatialVerifier`) and moves the
-verified images ahead (:func:`rerank`).
+(:class:`RootSift` features -> :class:`Vocabulary` words -> :class:`InvertedFile`, the two
+kept together over a collection by :class:`LocalIndex`). The second verifies the short
+list geometrically (:class:`SpatialVerifier`) and moves the verified images ahead
+(:func:`rerank`).
 
 A leaf like ``retrieval.ann``: it imports numpy and, on first use only, OpenCV (an
 optional extra: without it, extraction raises :class:`LocalFeaturesUnavailableError`
@@ -16,6 +17,7 @@ from __future__ import annotations
 from ..registry import Registry
 from .features import LocalFeatures
 from .fusion import reciprocal_rank_fusion, rerank
+from .index import LocalIndex, LocalIndexOptions
 from .inverted import InvertedFile
 from .opencv import LocalFeaturesUnavailableError
 from .rootsift import RootSift
@@ -23,9 +25,9 @@ from .settings import declared
 from .verify import SpatialVerifier, Verification
 from .vocabulary import Vocabulary, sample_descriptors, vocabulary_size
 
-__all__ = ["EXTRACTORS", "InvertedFile", "LocalFeatures", "LocalFeaturesUnavailableError", "RootSift",
-           "SpatialVerifier", "Verification", "Vocabulary", "reciprocal_rank_fusion", "rerank", "sample_descriptors",
-           "vocabulary_size"]
+__all__ = ["EXTRACTORS", "InvertedFile", "LocalFeatures", "LocalFeaturesUnavailableError", "LocalIndex",
+           "LocalIndexOptions", "RootSift", "SpatialVerifier", "Verification", "Vocabulary", "reciprocal_rank_fusion",
+           "rerank", "sample_descriptors", "vocabulary_size"]
 
 # Local-feature extractors by the name an index records (``retrieve index --local sift``).
 EXTRACTORS: Registry[RootSift] = Registry("local feature")
