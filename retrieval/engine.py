@@ -456,7 +456,7 @@ class Engine:
             "path": str(self.path), "count": counts.get(STATUS_OK, 0), "failed_count": counts.get("failed", 0),
             "dim": self.manifest.dim,
             "extractor": {"kind": c.kind, "backbone": c.backbone, "pooling": c.pooling,
-                          "pooling_params": dict(c.pooling_params), "image_size": c.image_size,
+                          "pooling_params": dict(c.pooling_params), "image_size": c.image_size, "scales": list(c.scales),
                           "resize": c.resize, "weights_digest": self.manifest.weights_digest,
                           "normalisation": self.manifest.normalisation},
             "index": self._cache.describe(),

@@ -38,7 +38,7 @@ except RetrievalError:
     pass
 else:
     raise AssertionError("p=99 was accepted")
-assert POOLINGS.names() == ["gem", "avg", "max"]
+assert POOLINGS.names() == ["gem", "avg", "max", "rmac"]
 print("torch" in sys.modules)
 """
     run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)

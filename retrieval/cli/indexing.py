@@ -25,10 +25,12 @@ def index(
         metavar="NAME", help="CNN backbone (a wrong name lists them).")] = None,
     weights: Weights = None,
     pooling: Annotated[Optional[str], typer.Option(
-        metavar="NAME", help="Global pooling (a wrong name lists them).")] = None,
+        metavar="NAME", help="Global pooling: gem, avg, max or rmac (regional, --pooling-param levels=3).")] = None,
     pooling_param: Annotated[Optional[list[str]], typer.Option(
         metavar="KEY=VALUE", help="Pooling parameter, e.g. p=3 for GeM (repeatable; a wrong key lists them).")] = None,
     image_size: Annotated[Optional[int], typer.Option(min=1, metavar="PIXELS", help="Input canvas side.")] = None,
+    scales: Annotated[Optional[str], typer.Option(
+        metavar="S1,S2,...", help="Embed at these scales of the canvas and merge, e.g. 1,0.7071,0.5.")] = None,
     resize: Annotated[Optional[str], typer.Option(
         metavar="MODE", help="How an image is fitted to the canvas (a wrong mode lists them).")] = None,
     extractor: Extractor = None,
@@ -61,7 +63,7 @@ def index(
 
     spec = extractor_spec(extractor, backbone=backbone, weights=str(weights) if weights else None, pooling=pooling,
                           pooling_params=parse_pairs(pooling_param, "--pooling-param") or None,
-                          image_size=image_size, resize=resize)
+                          image_size=image_size, resize=resize, scales=scales)
     options = EngineOptions(device=device, precision=precision, batch_size=batch_size, workers=workers,
                             decode=decode, denoise=denoise, denoise_at="index")
     local_params = parse_pairs(local_param, "--local-param")

@@ -31,7 +31,8 @@ def _describe(facts: dict[str, Any]) -> list[str]:
         f"index       {facts['path']}",
         f"images      {facts['count']} indexed, {facts['failed_count']} failed",
         f"extractor   {ex['kind']} {ex['backbone']}, {ex['pooling']} pooling"
-        + (f" ({pooling_params})" if pooling_params else "") + f", {ex['image_size']} px {ex['resize']}",
+        + (f" ({pooling_params})" if pooling_params else "") + f", {ex['image_size']} px {ex['resize']}"
+        + (f", scales {', '.join(map(str, ex['scales']))}" if ex.get("scales", [1.0]) != [1.0] else ""),
         f"vectors     {facts['dim']}-d, {ex['normalisation']}-normalised, weights {ex['weights_digest'][:12]}",
         f"ann index   {ann['type']}" + (f" (now {ann['effective']})" if ann["type"] != ann["effective"] else "")
         + "".join(f", {k}={v}" for k, v in ann["params"].items() if v is not None),

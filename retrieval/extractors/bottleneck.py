@@ -13,6 +13,7 @@ from .base import Extractor
 from .config import ExtractorConfig, Manifest
 from ..options import autocast, resolve_precision
 from .pooling import create_pooling, valid_mask
+from .pooling.multiscale import embed_scales
 
 __all__ = ["BottleneckExtractor", "DescriptorNet"]
 
@@ -51,7 +52,9 @@ class BottleneckExtractor(Extractor):
     """Pooled penultimate activations of a pretrained backbone.
 
     On a GPU the trunk runs channels_last under bf16 autocast by default (`precision`);
-    pooling and normalisation stay in float32. On the CPU everything is float32.
+    pooling and normalisation stay in float32. On the CPU everything is float32. With
+    several `scales` in the config, :meth:`embed` runs the network once per scale and
+    merges the descriptors (:mod:`.pooling.multiscale`); the trained extractors inherit it.
     """
 
     def __init__(self, config: ExtractorConfig, device: str | torch.device = "cpu",
@@ -73,10 +76,19 @@ class BottleneckExtractor(Extractor):
         if self.device.type == "cuda":
             self.net = self.net.to(memory_format=torch.channels_last)
 
+    @property
+    def scale_exponent(self) -> float:
+        """The power mean that merges scales: GeM's exponent when the descriptor is GeM
+        pooled and nothing else (non-negative, as cirtorch's extract_ms assumes), else 1,
+        a plain sum, which suits descriptors that a trained head or R-MAC's region sum made."""
+        c = self.manifest.config
+        return float(c.pooling_params["p"]) if c.kind == "bottleneck" and c.pooling == "gem" else 1.0
+
     @torch.inference_mode()
     def embed(self, pixels: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> np.ndarray:
         non_blocking = self.device.type == "cuda"  # the loader pins host memory on CUDA
         pixels = pixels.to(self.device, non_blocking=non_blocking)
         with autocast(self.device, self.precision):
-            out = self.net(pixels, heights.to(self.device), widths.to(self.device))
+            out = embed_scales(self.net, pixels, heights.to(self.device), widths.to(self.device),
+                               self.manifest.config.scales, self.scale_exponent)
         return out.float().cpu().numpy()

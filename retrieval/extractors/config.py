@@ -4,17 +4,46 @@ manifest that an index stores. Torch-free, so opening a bundle costs no torch im
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import ExtractorMismatchError, RetrievalError, UnknownNameError
 from .pooling import POOLINGS, stored_pooling_params
 
-__all__ = ["DEFAULT_BACKBONE", "ExtractorConfig", "Manifest", "RESIZE_MODES"]
+__all__ = ["DEFAULT_BACKBONE", "ExtractorConfig", "MAX_SCALES", "Manifest", "RESIZE_MODES", "SCALE_RANGE", "check_scales"]
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"  # embedded: works offline (see backbones.py)
 RESIZE_MODES = ("letterbox", "squash")
+MAX_SCALES = 5  # each scale costs a forward pass
+SCALE_RANGE = (0.25, 2.0)  # exclusive, inclusive: below 1/4 a 288 canvas leaves a 2x2 feature map
+
+
+def check_scales(scales: Sequence[float] | str) -> tuple[float, ...]:
+    """Embedding scales as stored: floats, largest first (the order does not change the
+    descriptor, so two spellings of one set compare equal), or a one-line RetrievalError.
+
+    Accepts a sequence of numbers or their comma-separated text (``"1,0.7071,0.5"``).
+    """
+    items = scales.split(",") if isinstance(scales, str) else scales
+    if not isinstance(items, Sequence) or not 1 <= len(items) <= MAX_SCALES:
+        raise RetrievalError(f"scales {scales!r}: expected 1 to {MAX_SCALES} numbers")
+    low, high = SCALE_RANGE
+    out = []
+    for item in items:
+        try:
+            if isinstance(item, bool):
+                raise ValueError(item)
+            value = float(item.strip() if isinstance(item, str) else item)
+        except (TypeError, ValueError):
+            raise RetrievalError(f"scales {scales!r}: {item!r} is not a number") from None
+        if not (math.isfinite(value) and low < value <= high):
+            raise RetrievalError(f"scales {scales!r}: each scale must be above {low:g} and at most {high:g}")
+        out.append(value)
+    if len(set(out)) != len(out):
+        raise RetrievalError(f"scales {scales!r}: a scale is repeated")
+    return tuple(sorted(out, reverse=True))
 
 
 @dataclass(frozen=True)
@@ -27,13 +56,17 @@ class ExtractorConfig:
     kind: str = "bottleneck"  # registry name of the extractor family
     backbone: str = DEFAULT_BACKBONE
     weights: str | None = None  # local weights file; None: packaged or published weights
-    pooling: str = "gem"  # a name in extractors.pooling.POOLINGS: gem | avg | max
+    pooling: str = "gem"  # a name in extractors.pooling.POOLINGS: gem | avg | max | rmac
     pooling_params: Mapping[str, Any] = field(default_factory=dict)  # e.g. {"p": 3.0}; defaults filled in
     image_size: int = 288  # canvas side in pixels (288 beat 224 and matched 320 on Caltech-101)
     resize: str = "letterbox"  # letterbox keeps the aspect ratio; squash is the classic baseline
+    # Canvas scales embedded and merged into one descriptor (pooling/multiscale.py); (1.0,): one pass.
+    # A config stored before this field existed reads as (1.0,), which embeds exactly as it did.
+    scales: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pooling_params", POOLINGS.resolve(self.pooling, self.pooling_params))
+        object.__setattr__(self, "scales", check_scales(self.scales))
         if self.resize not in RESIZE_MODES:
             raise UnknownNameError(f"unknown resize mode {self.resize!r}; choose {', '.join(RESIZE_MODES)}")
         if not 32 <= self.image_size <= 2048:
@@ -69,6 +102,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["config"]["scales"] = list(self.config.scales)  # as JSON has it, so the dict and its JSON compare equal
         return d
 
     def to_json(self) -> str:

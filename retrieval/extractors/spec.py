@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from ..errors import ExtractorMismatchError, RetrievalError
-from .config import ExtractorConfig, Manifest
+from .config import ExtractorConfig, Manifest, check_scales
 from .pooling import POOLINGS
 
 if TYPE_CHECKING:
@@ -64,6 +64,8 @@ def require_same_fields(path: Path, stored: ExtractorConfig, asked: Mapping[str,
             continue
         if key == "pooling_params":
             value = POOLINGS.resolve(pooling, value)
+        elif key == "scales":
+            value = check_scales(value)
         if value != getattr(stored, key):
             diffs.append(f"{key}: index has {getattr(stored, key)!r}, asked for {value!r}")
     if diffs:

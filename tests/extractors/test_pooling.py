@@ -211,7 +211,7 @@ def test_valid_mask_non_square_feature_map() -> None:
 
 
 def test_create_pooling_registry() -> None:
-    assert set(POOLINGS) == {"gem", "avg", "max"}
+    assert set(POOLINGS) == {"gem", "avg", "max", "rmac"}  # R-MAC: tests/extractors/test_rmac.py
     assert isinstance(create_pooling("gem"), GeM)
     assert create_pooling("gem").p.item() == 3.0  # the declared default
     assert create_pooling("gem", {"p": 4.0}).p.item() == 4.0
