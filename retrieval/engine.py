@@ -13,7 +13,6 @@ loads in the method that first needs it.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 import os
@@ -27,10 +26,11 @@ import numpy as np
 from . import duplicates
 from .bundle import AnnCache, WriteLock
 from .catalog import STATUS_OK, Catalog
-from .errors import BadQueryError, IndexExistsError, RetrievalError
+from .errors import BadQueryError, IndexExistsError
 from .extractors import Manifest, create_extractor
 from .extractors.spec import ExtractorSpec, split_spec
-from .opening import ANN_FILE, CATALOG_FILE, LOCAL_FILE, LOCK_FILE, create_bundle, has_manifest, local_settings, open_bundle
+from .instance import LocalSide, require_local
+from .opening import ANN_FILE, CATALOG_FILE, LOCAL_FILE, LOCK_FILE, create_bundle, has_manifest, open_bundle
 from .options import EngineOptions, Progress
 
 if TYPE_CHECKING:
@@ -38,10 +38,8 @@ if TYPE_CHECKING:
     from .extractors import Extractor
     from .extractors.denoise import Denoiser, DenoisingExtractor
     from .filters import Filter
-    from .bundle.local_cache import LocalCache
     from .indexing.run import IndexReport
-    from .local import RootSift
-    from .query import BuiltQuery, Hit, Query, QueryBuilder
+    from .query import Hit, Query, QueryBuilder
     from .writing import Writer
 
 # The bundle's file names are part of this module's interface (tests and tools name them).
@@ -71,6 +69,7 @@ class Engine:
                  local: Mapping[str, Any] | None = None) -> None:
         """Use :meth:`create` or :meth:`open`: they check the bundle and the options first."""
         self.local_features = dict(local) if local else None  # {"name", "params"} when kept
+        self._local = LocalSide(path / LOCAL_FILE, catalog, manifest.weights_digest, local) if local else None
         self.path = path
         self.catalog = catalog
         self.manifest = manifest
@@ -127,7 +126,8 @@ class Engine:
             engine = cls.open(path, options=options, extractor=built or config or overrides)
             try:
                 engine._cache.require(backend, backend_params)
-                engine._require_local(local_features)
+                if local_features is not None:
+                    require_local(path, engine.local_features, local_features)
             except BaseException:
                 engine.close()
                 raise
@@ -183,7 +183,7 @@ class Engine:
 
         return QueryBuilder(self.catalog, self.manifest.dim, self.manifest.config.image_size,
                             lambda images: self.embedder("query").embed_images(images),
-                            self._local_extractor.max_side if self._local_extractor else 0)
+                            self._local.extractor.max_side if self._local else 0)
 
     def embedder(self, stage: str) -> Extractor:
         """The extractor for images embedded at `stage` ("query" or "index"): with a
@@ -251,43 +251,9 @@ class Engine:
         """The write side of the bundle, made on the first change."""
         from .writing import Writer
 
-        local = None
-        if self._local_extractor is not None and self._local_cache is not None:
-            from .images.batches import LocalExtract
-
-            local = (LocalExtract(self._local_extractor.extract, self._local_extractor.max_side), self._local_cache)
+        local = (self._local.extract(), self._local.cache) if self._local else None
         return Writer(self.path, self.catalog, self._cache, self._lock, self.options, lambda: self.embedder("index"),
                       local)
-
-    # ------------------------------------------------------------------ local features
-
-    @functools.cached_property
-    def _local_extractor(self) -> RootSift | None:
-        """What extracts the local features this index keeps (None: it keeps none)."""
-        if self.local_features is None:
-            return None
-        from . import local
-
-        return local.EXTRACTORS.create(self.local_features["name"], self.local_features["params"])
-
-    @functools.cached_property
-    def _local_cache(self) -> LocalCache | None:
-        """The local-feature index (vocabulary and inverted file), a cache of the catalog."""
-        if self.local_features is None:
-            return None
-        from .bundle.local_cache import LocalCache
-
-        return LocalCache(self.path / LOCAL_FILE, self.catalog, self.manifest.weights_digest, self.local_features)
-
-    def _require_local(self, wanted: str | Mapping[str, Any] | None) -> None:
-        """Raise unless this bundle keeps the local features asked for (None asks nothing)."""
-        if wanted is None:
-            return
-        settings = local_settings(wanted)
-        if settings != self.local_features:
-            have = f"keeps {self.local_features}" if self.local_features else "keeps no local features"
-            raise RetrievalError(f"the index at {self.path} {have}, not {settings}: local features are chosen "
-                                 "when an index is created (index into a new --index-dir)")
 
     # ------------------------------------------------------------------ the ANN cache
 
@@ -357,41 +323,12 @@ class Engine:
         with self.catalog.snapshot():  # one consistent read of the catalog, one transaction
             built = self._queries.build(query)
             excluded = set(exclude) | built.own_ids
-            if rerank is False or self.local_features is None or (built.image is None and built.indexed_id is None):
+            if rerank is False or self._local is None or (built.image is None and built.indexed_id is None):
                 return nearest(self.ann, self.catalog, built.vector, k, excluded, where, dedup)
-            return self._two_stage(built, k, excluded, where, dedup)
+            from .instance import SHORTLIST
 
-    def _two_stage(self, built: BuiltQuery, k: int, excluded: set[int], where: Filter | Mapping[str, Any] | None,
-                   dedup: float | None) -> list[Hit]:
-        """The same-object search (:mod:`.instance`) for a one-image query."""
-        from .instance import SHORTLIST, Reranker
-        from .local import LocalFeatures, SpatialVerifier
-        from .query import allowed_ids, nearest
-
-        assert self._local_extractor is not None and self._local_cache is not None
-        global_hits = nearest(self.ann, self.catalog, built.vector, max(k, SHORTLIST), excluded, where, dedup)
-        if built.image is not None:
-            features = self._query_local.extract(built.image)
-        else:
-            assert built.indexed_id is not None
-            stored = self.catalog.local_features([built.indexed_id]).get(built.indexed_id)
-            features = LocalFeatures.from_bytes(stored) if stored else LocalFeatures.empty(1, 1)
-        reranker = Reranker(self.catalog, self._local_cache.read(self._lock), SpatialVerifier())
-        hits = reranker.rerank(features, built.vector, global_hits, k, excluded, allowed_ids(self.catalog, where))
-        if built.scale == 1.0:
-            return hits
-        return [dataclasses.replace(h, region=tuple((x * built.scale, y * built.scale) for x, y in h.region))
-                if h.region else h for h in hits]
-
-    @functools.cached_property
-    def _query_local(self) -> RootSift:
-        """The query side's extractor: half the contrast threshold of the indexed side. A
-        phone photo of an object is softer and lower in contrast than a clean reference;
-        on development photos of paintings, 0.04 -> 0.02 found 2-4x the keypoints and
-        the right painting for 0.70 -> 0.96 of the queries, at no cost to book covers."""
-        assert self._local_extractor is not None
-        return dataclasses.replace(self._local_extractor,
-                                   contrast_threshold=self._local_extractor.contrast_threshold / 2)
+            global_hits = nearest(self.ann, self.catalog, built.vector, max(k, SHORTLIST), excluded, where, dedup)
+            return self._local.search(built, global_hits, k, excluded, where, self._lock)
 
     def similar(self, image_id: int, k: int = 10, where: Filter | Mapping[str, Any] | None = None,
                 dedup: float | None = None) -> list[Hit]:

@@ -113,8 +113,10 @@ def bench_category(folder: Path, work: Path, configs: Sequence[str]) -> list[dic
 
     def words_ranking(q: Path) -> list[int]:
         image = QueryBuilder._load(str(q), engine._queries.draft_size).image
-        features = engine._query_local.extract(image)
-        return [i for i, _ in engine._local_cache.read(engine._lock).search(features, SHORT)]  # type: ignore[union-attr]
+        local = engine._local
+        assert local is not None
+        features = local.query_extractor.extract(image)
+        return [i for i, _ in local.cache.read(engine._lock).search(features, SHORT)]
 
     def fused_ranking(q: Path) -> list[int]:
         return reciprocal_rank_fusion([global_ranking(q), words_ranking(q)], limit=SHORT)
