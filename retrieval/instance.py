@@ -5,7 +5,7 @@ thousand covers needs the same *object*. The first stage puts the right image in
 list: the global ranking and the bag-of-visual-words ranking (the local-feature index)
 fused by reciprocal rank. The second stage verifies the short list geometrically: local
 features matched and a homography fitted (USAC_MAGSAC); images whose model explains at
-least `threshold` matches move ahead, most inliers first, and the rest keep their fused
+least `threshold` matches move ahead, most inliers first, and the rest keep their global
 order, so a query whose object is not planar (a scene, a building) loses nothing.
 """
 
@@ -142,8 +142,10 @@ class Reranker:
     def rerank(self, query: LocalFeatures, query_vector: np.ndarray, global_hits: Sequence[Hit], k: int,
                exclude: set[int], allowed: np.ndarray | None) -> list[Hit]:
         """The k best hits: `global_hits` (the global ranking, at least `shortlist` long
-        when the collection allows) fused with the visual-word ranking into a short list,
-        the short list verified and re-ordered, then the rest of the global ranking.
+        when the collection allows) fused with the visual-word ranking into a short list
+        and the short list verified; verified hits first, most inliers first, then every
+        other hit in its global order (a candidate only the words found and that did not
+        verify is not promoted: category search must lose nothing to re-ranking).
 
         `exclude` and `allowed` (a filter's ids, or None) apply to the word ranking as
         they applied to the global one.
@@ -156,12 +158,14 @@ class Reranker:
         words = [i for i, _ in self.local_index.search(query, n + len(exclude), allowed) if i not in exclude]
         fused = reciprocal_rank_fusion([[h.id for h in global_hits[:n]], words], limit=n)
         hits = self._hits(fused, global_hits, query_vector)
-        candidates = [h.id for h in hits]
-        verdicts = self._verify(query, candidates)
-        order = rerank(candidates, [v[0] for v in verdicts], self.threshold)
-        by_id = {h.id: replace(h, inliers=v[0], region=v[1]) for h, v in zip(hits, verdicts)}
-        rest = [h for h in global_hits if h.id not in by_id]
-        return ([by_id[i] for i in order] + rest)[:k]
+        verdicts = self._verify(query, [h.id for h in hits])
+        checked = {h.id: replace(h, inliers=v[0], region=v[1]) for h, v in zip(hits, verdicts)}
+        by_id = {**{h.id: h for h in global_hits}, **checked}
+        in_global = {h.id for h in global_hits}
+        found_by_words = [i for i, h in checked.items() if i not in in_global and (h.inliers or 0) >= self.threshold]
+        ranking = [h.id for h in global_hits] + found_by_words
+        inliers = [by_id[i].inliers or 0 for i in ranking]
+        return [by_id[i] for i in rerank(ranking, inliers, self.threshold)[:k]]
 
     def _hits(self, ids: Sequence[int], global_hits: Sequence[Hit], query_vector: np.ndarray) -> list[Hit]:
         """Hits for fused ids: the global ones as they were, word-ranking ones made from

@@ -50,7 +50,7 @@ SHORT = 50
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--categories", nargs="+", default=["book_covers", "museum_paintings"])
+    parser.add_argument("--categories", nargs="*", default=["book_covers", "museum_paintings"])
     parser.add_argument("--global-config", action="append", default=[], metavar="NAME=JSON",
                         help="another global extractor (ExtractorConfig fields) to measure alone")
     parser.add_argument("--caltech", type=int, default=0, metavar="N",

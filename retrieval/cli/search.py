@@ -113,7 +113,7 @@ def _print_hits(hits: "list[Hit]", json_out: bool, null: bool, dedup: bool, load
         rows = [[str(rank), f"{h.score:.4f}", str(h.id), h.path] for rank, h in enumerate(hits, 1)]
         if any(h.inliers is not None for h in hits):  # re-ranked: matches that verify each hit
             header.append("inliers")
-            rows = [[*r, str(h.inliers)] for r, h in zip(rows, hits)]
+            rows = [[*r, "-" if h.inliers is None else str(h.inliers)] for r, h in zip(rows, hits)]
         if dedup:  # how many copies each hit stands for
             header.append("copies")
             rows = [[*r, str(len(h.duplicates))] for r, h in zip(rows, hits)]
