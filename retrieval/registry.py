@@ -11,7 +11,9 @@ are then known (and checked) without importing torch or FAISS.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from .errors import RetrievalError, UnknownNameError
 
-__all__ = ["Param", "Entry", "Registry", "unknown_name"]
+__all__ = ["Param", "Entry", "Registry", "declared", "unknown_name"]
 
 T = TypeVar("T")
 
@@ -200,3 +202,11 @@ class Registry(Generic[T]):
         """Build `name` with validated `params` (positional `args` go first, unchecked:
         things every entry takes, such as a vector dimension)."""
         return self.entry(name).factory(*args, **self.check(name, params))
+
+
+def declared(factory: Callable[..., Any], params: Mapping[str, Param]) -> dict[str, Param]:
+    """`params` with each default taken from `factory`'s signature (a class's constructor,
+    a dataclass's fields): one source for each default, and a declared name the factory
+    does not take fails here, where it is registered."""
+    signature = inspect.signature(factory).parameters
+    return {name: dataclasses.replace(p, default=signature[name].default) for name, p in params.items()}

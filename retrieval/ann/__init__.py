@@ -13,14 +13,12 @@ bundle to read its catalog (``retrieve info``, ``retrieve tag``) imports neither
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import inspect
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RetrievalError
-from ..registry import Param, Registry, unknown_name
+from ..registry import Registry, declared, unknown_name
 from .base import AnnIndex, search_reranked
 
 if TYPE_CHECKING:
@@ -32,22 +30,16 @@ __all__ = ["AnnIndex", "AUTO", "BACKENDS", "check_settings", "create_index", "lo
            "gpu_available", "search_reranked"]
 
 
-def _declared(backend: type[AnnIndex]) -> dict[str, Param]:
-    """The backend's declared parameters with the defaults its constructor gives them
-    (one source for each default; a declared name the constructor lacks fails here)."""
-    signature = inspect.signature(backend).parameters
-    return {k: dataclasses.replace(p, default=signature[k].default) for k, p in backend.PARAMS.items()}
-
-
 @functools.cache
 def _backends() -> Registry[AnnIndex]:
     """:data:`BACKENDS`, built (and FAISS and Annoy imported) on first use."""
     from .annoy_index import AnnoyBackend
-    from .faiss_index import FaissFlat, FaissHNSW, FaissIVF, FaissIVFPQ
+    from .faiss_index import FaissFlat, FaissIVF, FaissIVFPQ
+    from .hnsw_index import FaissHNSW
 
     backends: Registry[AnnIndex] = Registry("ANN index")
     for backend in (FaissFlat, FaissIVF, FaissIVFPQ, FaissHNSW, AnnoyBackend):
-        backends.add(backend.name, backend, params=_declared(backend),
+        backends.add(backend.name, backend, params=declared(backend, backend.PARAMS),
                      help=(backend.__doc__ or "").strip().splitlines()[0])
     return backends
 

@@ -14,14 +14,13 @@ saying how to install it) and FAISS, so ``import retrieval`` stays light.
 
 from __future__ import annotations
 
-from ..registry import Registry
+from ..registry import Registry, declared
 from .features import LocalFeatures
 from .fusion import reciprocal_rank_fusion, rerank
 from .index import LocalIndex, LocalIndexOptions
 from .inverted import InvertedFile
 from .opencv import LocalFeaturesUnavailableError
 from .rootsift import RootSift
-from .settings import declared
 from .verify import SpatialVerifier, Verification
 from .vocabulary import Vocabulary, sample_descriptors, vocabulary_size
 
@@ -31,4 +30,4 @@ __all__ = ["EXTRACTORS", "InvertedFile", "LocalFeatures", "LocalFeaturesUnavaila
 
 # Local-feature extractors by the name an index records (``retrieve index --local sift``).
 EXTRACTORS: Registry[RootSift] = Registry("local feature")
-EXTRACTORS.add("sift", RootSift, params=declared(RootSift), help="RootSIFT (OpenCV SIFT, L1 + square root)")
+EXTRACTORS.add("sift", RootSift, params=declared(RootSift, RootSift.PARAMS), help="RootSIFT (OpenCV SIFT, L1 + square root)")

@@ -8,13 +8,12 @@ share one default: the field's.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
 from ..registry import Param
 
-__all__ = ["Settings", "check_fields", "declared"]
+__all__ = ["Settings", "check_fields"]
 
 
 class Settings(Protocol):
@@ -22,13 +21,6 @@ class Settings(Protocol):
 
     PARAMS: ClassVar[Mapping[str, Param]]
     __dataclass_fields__: ClassVar[dict[str, Any]]
-
-
-def declared(cls: type[Settings]) -> dict[str, Param]:
-    """``cls.PARAMS`` with each default taken from the dataclass field of that name (one
-    source for each default; a declared name without a field fails here, at import)."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    return {name: dataclasses.replace(p, default=fields[name].default) for name, p in cls.PARAMS.items()}
 
 
 def check_fields(obj: Settings) -> None:
