@@ -4,8 +4,9 @@ The global vector finds the same *kind* of thing; a phone photo of one book amon
 thousand covers needs the same *object*. The first stage puts the right image in a short
 list: the global ranking and the bag-of-visual-words ranking (the local-feature index)
 fused by reciprocal rank. The second stage verifies the short list geometrically: local
-features matched and a homography fitted (USAC_MAGSAC); images whose model explains at
-least `threshold` matches move ahead, most inliers first, and the rest keep their global
+features matched and a homography fitted (USAC_MAGSAC); images the verifier judges to
+show the same object (:class:`~retrieval.local.SpatialVerifier`: enough inliers, or most of
+their matches consistent) move ahead, most inliers first, and the rest keep their global
 order, so a query whose object is not planar (a scene, a building) loses nothing.
 """
 
@@ -29,21 +30,17 @@ if TYPE_CHECKING:
     from .bundle.local_cache import LocalCache
     from .filters import Filter
     from .images.batches import LocalExtract
-    from .local import LocalFeatures, RootSift, SpatialVerifier
+    from .local import LocalFeatures, RootSift, SpatialVerifier, Verification
     from .local.index import LocalIndex
     from .query import BuiltQuery, Hit
 
-__all__ = ["SHORTLIST", "VERIFIED_INLIERS", "LocalSide", "Reranker"]
+__all__ = ["SHORTLIST", "LocalSide", "Reranker"]
 
 log = logging.getLogger(__name__)
 
 SHORTLIST = 50
 """Candidates verified per query: fused recall@50 was 1.0 on both real instance sets
 measured (the right reference always in the list), and verifying 50 costs ~100 ms here."""
-
-VERIFIED_INLIERS = 15
-"""Inliers from which a candidate counts as the same object. Wrong candidates reached at
-most ~15 on the development photos with ratio-tested matches; true ones mostly 25+."""
 
 
 class LocalSide:
@@ -130,14 +127,12 @@ class Reranker:
 
     Args:
         shortlist: how many fused candidates are verified.
-        threshold: inliers from which a candidate is verified.
     """
 
     catalog: Catalog
     local_index: LocalIndex
     verifier: SpatialVerifier
     shortlist: int = SHORTLIST
-    threshold: int = VERIFIED_INLIERS
 
     def rerank(self, query: LocalFeatures, query_vector: np.ndarray, global_hits: Sequence[Hit], k: int,
                exclude: set[int], allowed: np.ndarray | None) -> list[Hit]:
@@ -159,13 +154,14 @@ class Reranker:
         fused = reciprocal_rank_fusion([[h.id for h in global_hits[:n]], words], limit=n)
         hits = self._hits(fused, global_hits, query_vector)
         verdicts = self._verify(query, [h.id for h in hits])
-        checked = {h.id: replace(h, inliers=v[0], region=v[1]) for h, v in zip(hits, verdicts)}
+        checked = {h.id: replace(h, inliers=v.inliers, region=region) for h, (v, region) in zip(hits, verdicts)}
+        verified = {h.id for h, (v, _) in zip(hits, verdicts) if v.verified}
         by_id = {**{h.id: h for h in global_hits}, **checked}
         in_global = {h.id for h in global_hits}
-        found_by_words = [i for i, h in checked.items() if i not in in_global and (h.inliers or 0) >= self.threshold]
+        found_by_words = [i for i in checked if i not in in_global and i in verified]
         ranking = [h.id for h in global_hits] + found_by_words
         inliers = [by_id[i].inliers or 0 for i in ranking]
-        return [by_id[i] for i in rerank(ranking, inliers, self.threshold)[:k]]
+        return [by_id[i] for i in rerank(ranking, inliers, [i in verified for i in ranking])[:k]]
 
     def _hits(self, ids: Sequence[int], global_hits: Sequence[Hit], query_vector: np.ndarray) -> list[Hit]:
         """Hits for fused ids: the global ones as they were, word-ranking ones made from
@@ -183,10 +179,10 @@ class Reranker:
         return [known[i] for i in ids if i in known]
 
     def _verify(self, query: LocalFeatures, ids: Sequence[int]
-                ) -> list[tuple[int, tuple[tuple[float, float], ...] | None]]:
-        """(inliers, region) per candidate; one whose stored features cannot be read
-        (a damaged row) is left unverified, with a warning."""
-        from .local import LocalFeatures
+                ) -> list[tuple[Verification, tuple[tuple[float, float], ...] | None]]:
+        """(verification, region of a verified one) per candidate; one whose stored
+        features cannot be read (a damaged row) is left unverified, with a warning."""
+        from .local import LocalFeatures, Verification
 
         stored = self.catalog.local_features(ids)
         features: list[Any] = []
@@ -198,12 +194,12 @@ class Reranker:
                 features.append(None)
         present = [f for f in features if f is not None]
         results = iter(self.verifier.verify_many(query, present) if present else [])
-        out: list[tuple[int, tuple[tuple[float, float], ...] | None]] = []
+        out: list[tuple[Verification, tuple[tuple[float, float], ...] | None]] = []
         for f in features:
             if f is None:
-                out.append((0, None))
+                out.append((Verification(0), None))
                 continue
             v = next(results)
             region = tuple((float(x), float(y)) for x, y in v.corners) if v.corners is not None else None
-            out.append((int(v.inliers), region if v.inliers >= self.threshold else None))
+            out.append((v, region if v.verified else None))
         return out

@@ -45,7 +45,8 @@ class _Verifier:
         self.inliers = inliers
 
     def verify_many(self, query: LocalFeatures, candidates: list[LocalFeatures]) -> list[Verification]:
-        return [Verification(self.inliers.get(c.width - 10, 0)) for c in candidates]
+        inliers = [self.inliers.get(c.width - 10, 0) for c in candidates]
+        return [Verification(n, matches=100, verified=n >= 15) for n in inliers]
 
 
 def _query() -> LocalFeatures:

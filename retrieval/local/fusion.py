@@ -51,19 +51,18 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[Id]], k: float = 60.0,
     return fused if limit is None else fused[:limit]
 
 
-def rerank(shortlist: Sequence[Id], inliers: Sequence[int], threshold: int = 15) -> list[Id]:
-    """The short list (in first-stage order) re-ordered by verification: candidates with
-    at least `threshold` inliers first, most inliers first (ties in first-stage order),
-    then the others in their first-stage order, so a query whose object is not planar (a
-    building, a scene), where nothing verifies, keeps its first-stage ranking.
+def rerank(shortlist: Sequence[Id], inliers: Sequence[int], verified: Sequence[bool]) -> list[Id]:
+    """The short list (in first-stage order) re-ordered by verification: the `verified`
+    candidates first, most inliers first (ties in first-stage order), then the others in
+    their first-stage order, so a query whose object is not planar (a building, a scene),
+    where nothing verifies, keeps its first-stage ranking.
 
     Raises:
-        BadQueryError: `inliers` is not one count per short-list entry, or `threshold` < 1.
+        BadQueryError: `inliers` or `verified` is not one entry per short-list entry.
     """
-    if len(inliers) != len(shortlist):
-        raise BadQueryError(f"{len(inliers)} inlier counts for a short list of {len(shortlist)}")
-    if threshold < 1:
-        raise BadQueryError(f"the inlier threshold must be at least 1, not {threshold}")
-    verified = sorted((i for i in range(len(shortlist)) if inliers[i] >= threshold), key=lambda i: -inliers[i])
-    rest = [i for i in range(len(shortlist)) if inliers[i] < threshold]
-    return [shortlist[i] for i in verified + rest]
+    if not len(inliers) == len(verified) == len(shortlist):
+        raise BadQueryError(f"{len(inliers)} inlier counts and {len(verified)} verdicts for a short list "
+                            f"of {len(shortlist)}")
+    first = sorted((i for i in range(len(shortlist)) if verified[i]), key=lambda i: -inliers[i])
+    rest = [i for i in range(len(shortlist)) if not verified[i]]
+    return [shortlist[i] for i in first + rest]

@@ -30,21 +30,20 @@ from ..registry import Param
 from .features import LocalFeatures
 from .inverted import TF_MODES, InvertedFile
 from .settings import check_fields
-from .vocabulary import MAX_WORDS, Vocabulary, vocabulary_size
+from .vocabulary import DESCRIPTORS_PER_WORD, MAX_WORDS, Vocabulary, vocabulary_size
 
 __all__ = ["LocalIndexOptions", "LocalIndex", "TRAIN_MIN"]
 
 _FORMAT = 1
 _SEED = 0  # sampling and k-means: a rebuild of the same collection gives the same index
-_POINTS_PER_WORD = 64  # training sample per word (Vocabulary.train's own cap)
+_POINTS_PER_WORD = 16  # training sample per word: 1M descriptors (128 MB) for the largest vocabulary
 _GROWTH = 4  # images / images trained on, beyond which the vocabulary is retrained
 _ASSIGN_BATCH = 1 << 16  # descriptors assigned to words in one FAISS search
-_SIZE_MIN_POINTS = 16  # vocabulary_size's floor of descriptors per word
 _PIECES = 1024  # sampled pieces held before they are joined into one array
-# Below this many descriptors vocabulary_size would give fewer than its floor of 1,024
-# words (16 descriptors a word): such a collection (~16 images of 1,000 features) fits in
-# the short list, where spatial verification sees every image anyway.
-TRAIN_MIN = 1024 * _SIZE_MIN_POINTS
+# Below this many descriptors (~16 images of 1,000 features; 3,276 words) no vocabulary is
+# trained: such a collection fits in the short list, where spatial verification sees every
+# image anyway.
+TRAIN_MIN = 16_384
 
 Source = Callable[[], Iterable[tuple[int, LocalFeatures]]]
 
@@ -65,7 +64,7 @@ class LocalIndexOptions:
     tf: str = "log"
 
     PARAMS: ClassVar[Mapping[str, Param]] = {
-        "train_min": Param(int, low=_SIZE_MIN_POINTS, high=1 << 40,
+        "train_min": Param(int, low=DESCRIPTORS_PER_WORD, high=1 << 40,
                            help="local descriptors needed before a vocabulary is trained"),
         "words": Param(int, low=1, high=MAX_WORDS, optional=True, help="vocabulary size (default: by collection)"),
         "tf": Param(str, choices=TF_MODES, help="term-frequency weighting of the inverted file"),
@@ -133,7 +132,7 @@ class LocalIndex:
 
     def _words_for(self, descriptors: int) -> int:
         """Vocabulary size for a collection of `descriptors`."""
-        return self.options.words or vocabulary_size(max(descriptors, _SIZE_MIN_POINTS))
+        return self.options.words or vocabulary_size(max(descriptors, DESCRIPTORS_PER_WORD))
 
     def _sample_size(self, descriptors: int) -> int:
         """Descriptors training samples from a collection of `descriptors`."""

@@ -8,7 +8,6 @@ Hellinger kernel alike, and one exact inner-product search assigns words.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -18,31 +17,40 @@ import numpy as np
 from ..ann.base import pack, unpack
 from ..errors import RetrievalError
 
-__all__ = ["Vocabulary", "sample_descriptors", "vocabulary_size"]
+__all__ = ["DESCRIPTORS_PER_WORD", "GRAPH_WORDS", "Vocabulary", "sample_descriptors", "vocabulary_size"]
 
 _FORMAT = 1
-MAX_WORDS = 1 << 16  # word ids fit in uint16 in the inverted file; far past where tf-idf gains
+MAX_WORDS = 1 << 16  # word ids fit in uint16 in the inverted file
+DESCRIPTORS_PER_WORD = 5  # vocabulary_size's rule
+GRAPH_WORDS = 4096
+"""From this many words on, training and assignment find nearest words through an HNSW
+graph of the centroids (efSearch 32) rather than an exact scan: 16,384 words assigned to
+1,000 descriptors took ~40-60 ms instead of ~250 ms here, agreeing with the exact scan on
+99.8% of them; k-means training took 24 s instead of 37 s, and the gap grows with the
+vocabulary. The graph is built with several threads, so such a vocabulary may differ in a
+few words between two trainings on the same sample."""
+_GRAPH_LINKS, _GRAPH_BUILD_DEPTH, _GRAPH_SEARCH_DEPTH = 16, 40, 32
 
 
-def vocabulary_size(descriptors: int, per_sqrt: float = 16.0, low: int = 1024, high: int = MAX_WORDS,
-                    points_per_word: int = 16) -> int:
-    """How many words to train for a collection with `descriptors` local descriptors.
+def vocabulary_size(descriptors: int, per_word: int = DESCRIPTORS_PER_WORD, high: int = MAX_WORDS) -> int:
+    """How many words to train for a collection with `descriptors` local descriptors: one
+    per `per_word` of them, at most `high`.
 
-    The rule: ``per_sqrt * sqrt(descriptors)``, clamped to [`low`, `high`], and at most
-    ``descriptors / points_per_word`` so that every centroid has data to settle on. With
-    the defaults: 100 images x 1,000 features -> 5,060 words; 10,000 images -> 50,596;
-    a million -> 65,536. A vocabulary that grows with the collection keeps words specific
-    enough to discriminate instances as the collection grows, while a square root keeps
-    training time (k x sample size) within reach on a CPU.
+    Finer words discriminate instances better as long as matching descriptors still fall
+    in the same word. On the development photos (odd-numbered smvs queries) the words
+    alone put the right painting first for 0.57 of the photos with ~4,000 words (the
+    previous square-root rule, 13 descriptors a word) and 0.80 with ~16,000 (4 a word),
+    and the right one among the first ten for 0.87 -> 0.96. 100 images x 1,000 features
+    -> 20,000 words; from ~330 images on, the 65,536 that uint16 word ids allow, where the
+    cost of training (words x sample) stops growing with the collection.
 
     Raises:
         RetrievalError: fewer descriptors than one word needs.
     """
-    if descriptors < points_per_word:
+    if descriptors < per_word:
         raise RetrievalError(f"{descriptors} local descriptors are too few to train a vocabulary "
-                             f"(at least {points_per_word})")
-    wanted = min(max(round(per_sqrt * math.sqrt(descriptors)), low), high)
-    return max(1, min(wanted, descriptors // points_per_word))
+                             f"(at least {per_word})")
+    return min(descriptors // per_word, high)
 
 
 def sample_descriptors(descriptor_sets: Iterable[np.ndarray], per_set: int, seed: int = 0) -> np.ndarray:
@@ -117,28 +125,27 @@ class Vocabulary:
         if len(x) > words * points_per_word:
             x = x[np.sort(rng.choice(len(x), words * points_per_word, replace=False))]
         sample = _unit(x)
-        kmeans = faiss.Kmeans(sample.shape[1], words, niter=iterations, seed=seed, spherical=True,
-                              max_points_per_centroid=points_per_word + 1, min_points_per_centroid=1,
-                              verbose=False)
-        kmeans.train(sample)
-        return cls(_unit(kmeans.centroids))
+        clustering = faiss.Clustering(sample.shape[1], words)
+        clustering.niter, clustering.seed, clustering.spherical = iterations, seed, True
+        clustering.max_points_per_centroid, clustering.min_points_per_centroid = points_per_word + 1, 1
+        clustering.train(sample, _nearest_word_index(sample.shape[1], words))
+        return cls(_unit(faiss.vector_to_array(clustering.centroids).reshape(words, -1)))
 
     def assign(self, descriptors: np.ndarray) -> np.ndarray:
-        """int64 (N,): the nearest word of each descriptor (uint8 or unit float32)."""
+        """int64 (N,): the nearest word of each descriptor (uint8 or unit float32); exact
+        below :data:`GRAPH_WORDS` words, through the centroids' HNSW graph from there on."""
         x = np.asarray(descriptors)
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise RetrievalError(f"descriptors are {list(x.shape)}, expected (N, {self.dim})")
         if len(x) == 0:
             return np.zeros(0, np.int64)
-        _, words = self._flat_index.search(_unit(x), 1)
+        _, words = self._word_index.search(_unit(x), 1)
         return words[:, 0].astype(np.int64)
 
     @functools.cached_property
-    def _flat_index(self) -> Any:
-        """An exact inner-product index over the centroids, built on first assignment."""
-        import faiss
-
-        index = faiss.IndexFlatIP(self.dim)
+    def _word_index(self) -> Any:
+        """The index over the centroids that assigns words, built on first assignment."""
+        index = _nearest_word_index(self.dim, self.size)
         index.add(self.centroids)
         return index
 
@@ -157,6 +164,18 @@ class Vocabulary:
         if arrays["format"].tolist() != [_FORMAT]:
             raise ValueError(f"vocabulary format {arrays['format'].tolist()}; this release reads [{_FORMAT}]")
         return cls(np.ascontiguousarray(arrays["centroids"]))
+
+
+def _nearest_word_index(dim: int, words: int) -> Any:
+    """An empty inner-product index for finding nearest words: exact for a small
+    vocabulary, an HNSW graph for a large one (:data:`GRAPH_WORDS`)."""
+    import faiss
+
+    if words < GRAPH_WORDS:
+        return faiss.IndexFlatIP(dim)
+    graph = faiss.IndexHNSWFlat(dim, _GRAPH_LINKS, faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction, graph.hnsw.efSearch = _GRAPH_BUILD_DEPTH, _GRAPH_SEARCH_DEPTH
+    return graph
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

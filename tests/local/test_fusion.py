@@ -52,17 +52,19 @@ def test_bad_fusion_arguments(kwargs: dict) -> None:
 def test_verified_move_ahead_in_inlier_order_the_rest_keep_theirs() -> None:
     shortlist = ["a", "b", "c", "d", "e", "f"]
     inliers = [0, 30, 5, 30, 50, 14]
-    assert rerank(shortlist, inliers, threshold=15) == ["e", "b", "d", "a", "c", "f"]
-    assert rerank(shortlist, inliers, threshold=14) == ["e", "b", "d", "f", "a", "c"]
+    verified = [n >= 15 for n in inliers]
+    assert rerank(shortlist, inliers, verified) == ["e", "b", "d", "a", "c", "f"]
+    verified[5] = True  # a verdict, not a count, decides: 14 inliers that were most of the matches
+    assert rerank(shortlist, inliers, verified) == ["e", "b", "d", "f", "a", "c"]
 
 
 def test_nothing_verified_keeps_the_first_stage_order() -> None:
-    assert rerank([3, 1, 2], [0, 4, 2], threshold=15) == [3, 1, 2]
-    assert rerank([], [], threshold=15) == []
+    assert rerank([3, 1, 2], [0, 40, 2], [False, False, False]) == [3, 1, 2]
+    assert rerank([], [], []) == []
 
 
 def test_bad_rerank_arguments() -> None:
     with pytest.raises(BadQueryError):
-        rerank([1, 2], [10], threshold=15)
+        rerank([1, 2], [10], [True, True])
     with pytest.raises(BadQueryError):
-        rerank([1], [10], threshold=0)
+        rerank([1, 2], [10, 3], [True])

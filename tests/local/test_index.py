@@ -202,8 +202,8 @@ def test_damaged_bytes_of_an_untrained_index_raise_value_error(poster_features: 
 
 
 def test_the_training_sample_stays_within_twice_what_training_uses(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A long stream (2,000 images x 100 descriptors) for a 16-word vocabulary: k-means
-    uses 16 x 64 = 1,024 descriptors, and the sample held never exceeds twice that, yet
+    """A long stream (2,000 images x 100 descriptors) for a 64-word vocabulary: k-means
+    uses 64 x 16 = 1,024 descriptors, and the sample held never exceeds twice that, yet
     draws evenly from the whole stream (column 0 says which half a descriptor came from)."""
     sampled: list[np.ndarray] = []
     train = Vocabulary.train
@@ -221,7 +221,7 @@ def test_the_training_sample_stays_within_twice_what_training_uses(monkeypatch: 
             d[:, 0] = i >= 1000
             yield i, LocalFeatures(np.full((100, 4), 1.0, np.float32), d, 10, 10)
 
-    index = LocalIndex.build(stream, LocalIndexOptions(words=16, train_min=1000))
+    index = LocalIndex.build(stream, LocalIndexOptions(words=64, train_min=1000))
     (sample,) = sampled
     assert index.trained and index.ntotal == 2000
     assert 1024 * 0.8 <= len(sample) <= 2 * 1024

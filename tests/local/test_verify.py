@@ -15,9 +15,6 @@ from retrieval.local.geometry import corners_in_query, plausible
 
 from .scenes import homography, mapped_corners, photo
 
-THRESHOLD = 15  # the re-ranking threshold these tests promote with
-
-
 def mapped(model: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Points (N, 2) mapped by a 3x3 model."""
     return cv2.perspectiveTransform(points[None].astype(np.float64), model.astype(np.float64))[0]
@@ -54,9 +51,8 @@ def test_a_cropped_zoomed_photo_maps_corners_outside_the_query(posters: list[np.
 def test_other_posters_are_not_verified(snapshot, poster_features: list[LocalFeatures], extractor: RootSift) -> None:
     image, _, index = snapshot
     results = SpatialVerifier().verify_many(extractor.extract(image), poster_features)
-    others = [r.inliers for i, r in enumerate(results) if i != index]
-    assert results[index].inliers >= 50
-    assert max(others) < THRESHOLD
+    assert results[index].inliers >= 50 and results[index].verified
+    assert not any(r.verified for i, r in enumerate(results) if i != index)
 
 
 def test_verification_promotes_the_photo_source_and_keeps_the_rest_in_order(
@@ -65,7 +61,7 @@ def test_verification_promotes_the_photo_source_and_keeps_the_rest_in_order(
     shortlist = [i for i in range(len(poster_features)) if i != index]
     shortlist.insert(5, index)  # the first stage ranked it sixth
     results = SpatialVerifier().verify_many(extractor.extract(image), [poster_features[i] for i in shortlist])
-    reranked = rerank(shortlist, [r.inliers for r in results], THRESHOLD)
+    reranked = rerank(shortlist, [r.inliers for r in results], [r.verified for r in results])
     assert reranked[0] == index
     assert reranked[1:] == [i for i in shortlist if i != index]
 
@@ -100,7 +96,8 @@ def test_fewer_matches_than_the_minimum_are_not_fitted(poster_features: list[Loc
 
 
 def test_settings_are_checked() -> None:
-    bad_settings: list[dict[str, Any]] = [{"ratio": 1.5}, {"min_matches": 2}, {"threshold": 0}, {"max_scale": 0.5}]
+    bad_settings: list[dict[str, Any]] = [{"ratio": 1.5}, {"min_matches": 2}, {"threshold": 0}, {"max_scale": 0.5},
+                                          {"consistent_share": 1.5}, {"min_inliers": 0}]
     for bad in bad_settings:
         with pytest.raises(RetrievalError):
             SpatialVerifier(**bad)
@@ -173,3 +170,22 @@ def test_a_perfect_but_mirrored_fit_promotes_nothing() -> None:
     assert len(query) == 200
     result = SpatialVerifier().verify(query, candidate)
     assert result.inliers == 0 and result.corners is None
+
+
+@pytest.mark.parametrize("inliers, matches, same", [
+    (15, 200, True),    # many inliers: verified whatever the matches
+    (12, 14, True),     # few, but nearly every match agrees: a low-texture true pair
+    (12, 40, False),    # as many, a small share of the matches: chance agreement
+    (9, 9, False),      # every match agrees, but too few to be evidence
+])
+def test_the_verdict_weighs_inliers_against_the_matches(inliers: int, matches: int, same: bool) -> None:
+    assert SpatialVerifier().is_same_object(inliers, matches) is same
+
+
+def test_a_low_texture_pair_verifies_when_its_few_matches_all_agree() -> None:
+    """12 true matches and nothing else: too few for the count alone, all consistent."""
+    model = np.array([[0.9, 0.1, 60], [-0.1, 0.9, 40], [0, 0, 1]])
+    query, candidate = synthetic_pair(model, n=12, clutter=40, seed=2)
+    result = SpatialVerifier().verify(query, candidate)
+    assert result.matches == 12 and result.inliers >= 11 and result.verified
+    assert not SpatialVerifier(consistent_share=1.0, consistent_inliers=13).verify(query, candidate).verified

@@ -10,18 +10,28 @@ import pytest
 
 from retrieval.errors import RetrievalError
 from retrieval.local import LocalFeatures, Vocabulary, sample_descriptors, vocabulary_size
+from retrieval.local.vocabulary import GRAPH_WORDS
 
 
-def test_size_rule_grows_as_a_square_root_inside_its_bounds() -> None:
-    assert vocabulary_size(10_000) == 10_000 // 16  # few descriptors: 16 per word at least
-    assert vocabulary_size(40_000, per_sqrt=4) == 1024  # 800 by the square root: raised to the floor
-    middle = [vocabulary_size(n) for n in (10**6, 4 * 10**6)]
-    assert 1024 < middle[0] < middle[1] < 65_536
-    assert middle[1] == pytest.approx(2 * middle[0], abs=1)  # 4x the descriptors, 2x the words
-    assert vocabulary_size(10**12) == 65_536
-    assert vocabulary_size(10**6, per_sqrt=8) == pytest.approx(vocabulary_size(10**6) / 2, abs=1)
+def test_size_rule_is_one_word_per_five_descriptors_up_to_the_id_limit() -> None:
+    assert vocabulary_size(80_000) == 16_000
+    assert vocabulary_size(10**6, per_word=20) == 50_000
+    assert vocabulary_size(10**12) == 65_536  # word ids are uint16
+    assert vocabulary_size(5) == 1
     with pytest.raises(RetrievalError, match="too few"):
-        vocabulary_size(3)
+        vocabulary_size(4)
+
+
+def test_a_large_vocabulary_assigns_through_a_graph_that_agrees_with_the_exact_scan() -> None:
+    rng = np.random.default_rng(0)
+    centroids = rng.normal(size=(GRAPH_WORDS, 16)).astype(np.float32)
+    vocabulary = Vocabulary(centroids / np.linalg.norm(centroids, axis=1, keepdims=True))
+    x = rng.normal(size=(2000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    exact = np.argmax(x @ vocabulary.centroids.T, axis=1)
+    assert type(vocabulary._word_index).__name__ == "IndexHNSWFlat"
+    assert (vocabulary.assign(x) == exact).mean() > 0.95
+    np.testing.assert_array_equal(vocabulary.assign(vocabulary.centroids[[7, 4000]]), [7, 4000])
 
 
 def test_training_is_reproducible_with_a_seed(poster_features: list[LocalFeatures]) -> None:
