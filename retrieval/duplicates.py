@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ann.base import AnnIndex
+from .ann.base import SearchIndex
 from .catalog import Catalog
 
 __all__ = ["DuplicateGroup", "exact_groups", "near_groups", "fold"]
@@ -62,7 +62,7 @@ class _UnionFind:
         self.weakest[ra] = low
 
 
-def near_groups(catalog: Catalog, index: AnnIndex, threshold: float = DEFAULT_THRESHOLD,
+def near_groups(catalog: Catalog, index: SearchIndex, threshold: float = DEFAULT_THRESHOLD,
                 neighbours: int = 16, block: int = 1024,
                 progress: Callable[[str, int, int], None] | None = None) -> list[DuplicateGroup]:
     """Groups of images whose vectors are at least `threshold` similar, transitively.

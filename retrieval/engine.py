@@ -34,7 +34,7 @@ from .opening import ANN_FILE, CATALOG_FILE, LOCAL_FILE, LOCK_FILE, create_bundl
 from .options import EngineOptions, Progress
 
 if TYPE_CHECKING:
-    from .ann import AnnIndex
+    from .ann import SearchIndex
     from .extractors import Extractor
     from .extractors.denoise import Denoiser, DenoisingExtractor
     from .filters import Filter
@@ -81,7 +81,7 @@ class Engine:
         self.load_seconds = 0.0
         settings = catalog.get_json("index") or {"backend": "flat", "params": {}}
         self._cache = AnnCache(path / ANN_FILE, catalog, manifest.dim, manifest.weights_digest,
-                               settings["backend"], settings["params"])
+                               settings["backend"], settings["params"], settings.get("whitening"))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -258,7 +258,7 @@ class Engine:
     # ------------------------------------------------------------------ the ANN cache
 
     @property
-    def ann(self) -> AnnIndex:
+    def ann(self) -> SearchIndex:
         """The ANN index, caught up with every committed change.
 
         An index this process had to rebuild (file missing, stale beyond replay,
@@ -267,17 +267,28 @@ class Engine:
         """
         return self._cache.read(self._lock)
 
-    def reindex(self, backend: str | None = None, **params: Any) -> dict[str, Any]:
+    def reindex(self, backend: str | None = None, *, whiten: bool | None = None, whiten_dim: int | None = None,
+                **params: Any) -> dict[str, Any]:
         """Rebuild the ANN index from the stored vectors, optionally switching backend.
+
+        `whiten` True learns a PCA-whitening from the indexed vectors themselves (a
+        sample of at most 100,000; at most `whiten_dim` dimensions, and fewer than the
+        images) and compares vectors whitened from then on, queries included; False goes
+        back to the vectors as they are; None keeps what the index does. Whitening helps
+        instance search (the same book, the same painting: +5 to +13 points of top-1 on
+        smvs) and hurts category search (Caltech-101 mAP 0.75 -> 0.29): it is opt-in.
+        The catalog keeps the extractor's vectors either way, and similarity thresholds
+        (``dedup``, duplicates) then compare whitened vectors.
 
         No image is read. The new settings are stored only once their index is built and
         saved: a failure leaves the previous settings and index in place. Returns the new
         index description (as in :meth:`info`), with the rebuild's ``seconds``.
 
         Raises:
-            RetrievalError: an unknown backend or a bad parameter (nothing changes).
+            RetrievalError: an unknown backend or a bad parameter, a whitening asked of
+                fewer than 2 images or with a bad `whiten_dim` (nothing changes).
         """
-        return self._writer.reindex(backend, params)
+        return self._writer.reindex(backend, params, whiten, whiten_dim)
 
     # ------------------------------------------------------------------ searching
 

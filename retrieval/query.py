@@ -197,7 +197,7 @@ class QueryBuilder:
         return (row.id, vec) if vec is not None else None
 
 
-def nearest(index: ann.AnnIndex, catalog: Catalog, q: np.ndarray, k: int, exclude: Iterable[int] = (),
+def nearest(index: ann.SearchIndex, catalog: Catalog, q: np.ndarray, k: int, exclude: Iterable[int] = (),
             where: Filter | Mapping[str, Any] | None = None, dedup: float | None = None) -> list[Hit]:
     """The k best hits for unit vector `q`: the one widening loop of every search.
 

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import RetrievalError
 from ..registry import Registry, declared, unknown_name
-from .base import AnnIndex, search_reranked
+from .base import AnnIndex, SearchIndex, search_reranked
 
 if TYPE_CHECKING:
     from .gpu import gpu_available
 
     BACKENDS: Registry[AnnIndex]
 
-__all__ = ["AnnIndex", "AUTO", "BACKENDS", "check_settings", "create_index", "load_index", "resolve_auto",
+__all__ = ["AnnIndex", "AUTO", "SearchIndex", "BACKENDS", "check_settings", "create_index", "load_index", "resolve_auto",
            "gpu_available", "search_reranked"]
 
 

@@ -27,7 +27,7 @@ ANNOY_INT_MAX = 2**31 - 1  # Annoy takes its counts as C ints
 class AnnoyBackend:
     """Annoy trees (inner product) plus an exact buffer and tombstones."""
 
-    name: ClassVar[str] = "annoy"
+    name = "annoy"
     exact = False
     rerank = 2
     PARAMS: ClassVar[Mapping[str, Param]] = {

@@ -14,23 +14,27 @@ import numpy as np
 
 from ..registry import Param
 
-__all__ = ["AnnIndex", "pack", "unpack", "array_of", "pad_results", "search_reranked"]
+__all__ = ["AnnIndex", "SearchIndex", "pack", "unpack", "array_of", "pad_results", "search_reranked"]
 
 
 @runtime_checkable
-class AnnIndex(Protocol):
+class SearchIndex(Protocol):
     """Inner-product search over unit vectors keyed by int64 catalog ids.
 
     Every backend supports add and remove, whatever its library allows: those that
     cannot delete keep tombstones, those that cannot insert keep an exact buffer, and
-    :meth:`needs_rebuild` says when rebuilding from the catalog would pay off.
+    :meth:`needs_rebuild` says when rebuilding from the catalog would pay off. What the
+    searching code needs; a backend (:class:`AnnIndex`) also says how it is made.
     """
 
-    name: ClassVar[str]
     dim: int
     exact: bool  # False: scores are approximate, the Engine re-ranks with stored vectors
     rerank: int  # how many times k candidates to fetch before an exact re-rank (1: none)
-    PARAMS: ClassVar[Mapping[str, Param]]  # the constructor's keyword parameters, validated by the registry
+
+    @property
+    def name(self) -> str:
+        """The backend's registered name."""
+        ...
 
     @property
     def ntotal(self) -> int:
@@ -78,6 +82,14 @@ class AnnIndex(Protocol):
         """Serialise the index (without the header the bundle adds)."""
         ...
 
+
+
+@runtime_checkable
+class AnnIndex(SearchIndex, Protocol):
+    """A backend: a :class:`SearchIndex` registered by name with declared parameters."""
+
+    PARAMS: ClassVar[Mapping[str, Param]]  # the constructor's keyword parameters, validated by the registry
+
     @classmethod
     def from_bytes(cls, dim: int, payload: bytes, params: dict[str, Any]) -> AnnIndex:
         """The index :meth:`to_bytes` saved, built with `params` (already validated).
@@ -89,7 +101,7 @@ class AnnIndex(Protocol):
         ...
 
 
-def search_reranked(index: AnnIndex, query: np.ndarray, k: int,
+def search_reranked(index: SearchIndex, query: np.ndarray, k: int,
                     lookup: Callable[[list[int]], Mapping[int, np.ndarray]],
                     allowed: np.ndarray | None = None, effort: int = 0) -> list[tuple[int, float]]:
     """One query at one effort: fetch k x index.rerank candidates, re-score them exactly,

@@ -59,7 +59,7 @@ def _deserialize(blob: np.ndarray, kind: type, dim: int) -> faiss.Index:
 class FaissFlat:
     """Exact search: the reference every approximate backend is measured against."""
 
-    name: ClassVar[str] = "flat"
+    name = "flat"
     exact = True
     rerank = 1
     PARAMS: ClassVar[Mapping[str, Param]] = {}
@@ -126,7 +126,7 @@ class FaissIVF:
     collection has grown 4x beyond what it was trained on.
     """
 
-    name: ClassVar[str] = "ivf"
+    name = "ivf"
     exact = False
     rerank = 2
     PARAMS: ClassVar[Mapping[str, Param]] = {
@@ -265,7 +265,7 @@ class FaissIVFPQ(FaissIVF):
     Engine re-ranks 16 x k candidates with the stored vectors.
     """
 
-    name: ClassVar[str] = "ivfpq"
+    name = "ivfpq"
     rerank = 16
     PARAMS: ClassVar[Mapping[str, Param]] = {
         **FaissIVF.PARAMS,

@@ -29,7 +29,7 @@ class FaissHNSW:
     for 1.0 -> 1.4 ms a query on 2 cores (scripts/bench_ann.py).
     """
 
-    name: ClassVar[str] = "hnsw"
+    name = "hnsw"
     exact = False
     rerank = 2
     PARAMS: ClassVar[Mapping[str, Param]] = {

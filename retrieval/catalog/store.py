@@ -17,7 +17,7 @@ import dataclasses
 import json
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,8 +146,17 @@ class Catalog:
             return row.value if row else None
 
     def set_setting(self, key: str, value: str) -> None:
+        self.set_settings({key: value})
+
+    def set_settings(self, values: Mapping[str, str | None]) -> None:
+        """Store several settings in one transaction, None deleting one: settings that
+        change together (an index's settings and the whitening they name) never disagree."""
         with self._write() as s:
-            s.merge(Setting(key=key, value=value))
+            for key, value in values.items():
+                if value is not None:
+                    s.merge(Setting(key=key, value=value))
+                elif (row := s.get(Setting, key)) is not None:
+                    s.delete(row)
 
     def get_json(self, key: str) -> Any:
         raw = self.get_setting(key)

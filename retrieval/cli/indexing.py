@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from ..errors import RetrievalError
 from ..options import EngineOptions
 from .common import (
     DEFAULT_INDEX_DIR, RUN_DEFAULTS, Backend, BackendParams, BatchSize, Decode, Denoise, Device, Extractor, ImageRefs,
@@ -89,6 +90,12 @@ def _print_report(report: "IndexReport", json_out: bool) -> None:
 def reindex(
     backend: Backend = None,
     param: BackendParams = None,
+    whiten: Annotated[Optional[bool], typer.Option(
+        "--whiten/--no-whiten", show_default=False,
+        help="Learn a PCA-whitening from the indexed vectors and compare vectors whitened (helps finding the "
+             "same object, hurts category search), or stop whitening. Default: as before.")] = None,
+    whiten_dim: Annotated[Optional[int], typer.Option(
+        min=1, metavar="DIMS", help="Keep at most this many whitened dimensions (with --whiten).")] = None,
     index_dir: IndexDir = DEFAULT_INDEX_DIR,
     json_out: JsonOut = False,
 ) -> None:
@@ -98,12 +105,17 @@ def reindex(
     """
     from ..engine import Engine
 
+    if whiten_dim is not None and not whiten:
+        raise RetrievalError("--whiten-dim goes with --whiten")
     with Engine.open(index_dir) as engine:
         start = time.perf_counter()
-        described = engine.reindex(backend, **parse_pairs(param, "--param"))
+        described = engine.reindex(backend, whiten=whiten, whiten_dim=whiten_dim, **parse_pairs(param, "--param"))
         described["seconds"] = round(time.perf_counter() - start, 3)
+    whitened = described.get("whitening")
+    note = (f", whitened to {whitened['dim']} dimensions (learned from {whitened['learned_from']} images)"
+            if whitened else "")
     json_or_line(described, json_out, f"rebuilt {described['effective']} index of {described['count']} vectors "
-                                      f"in {described['seconds']:.2f} s, parameters {described['params']}")
+                                      f"in {described['seconds']:.2f} s, parameters {described['params']}{note}")
 
 
 def remove(

@@ -35,7 +35,9 @@ def _describe(facts: dict[str, Any]) -> list[str]:
         + (f", scales {', '.join(map(str, ex['scales']))}" if ex.get("scales", [1.0]) != [1.0] else ""),
         f"vectors     {facts['dim']}-d, {ex['normalisation']}-normalised, weights {ex['weights_digest'][:12]}",
         f"ann index   {ann['type']}" + (f" (now {ann['effective']})" if ann["type"] != ann["effective"] else "")
-        + "".join(f", {k}={v}" for k, v in ann["params"].items() if v is not None),
+        + "".join(f", {k}={v}" for k, v in ann["params"].items() if v is not None)
+        + (f", whitened to {w['dim']}-d (learned from {w['learned_from']} images)"
+           if (w := ann.get("whitening")) and "dim" in w else ""),
         *([f"local       {local['name']}" + "".join(f", {k}={v}" for k, v in local["params"].items())]
           if (local := facts.get("local_features")) else []),
         f"on disk     {facts['size_bytes'] / 1e6:.2f} MB",
