@@ -7,7 +7,8 @@ Reported per category and per split of the queries: ODD file numbers are the dev
 split (parameters were chosen looking at them), EVEN numbers are held out (never looked at
 while choosing). Rows:
 
-- global: the global CNN ranking alone (`rerank=False`), and any `--global-config` extractor;
+- global: the global CNN ranking alone (`rerank=False`), the same whitened (`reindex --whiten`,
+  learned from the category's references), and any `--global-config` extractor;
 - words: the bag-of-visual-words ranking alone (the local-feature index);
 - fused: both fused by reciprocal rank (the first stage's short list);
 - fused + verified: the whole two-stage search (`Engine.search`, the default).
@@ -92,8 +93,8 @@ def bench_category(folder: Path, work: Path, configs: Sequence[str]) -> list[dic
     queries = sorted((folder / "Query").glob("*.jpg"))
     options = EngineOptions(device="cpu")
     t0 = time.perf_counter()
-    with Engine.create(work / "global", options=options) as plain:
-        plain.index([refs])
+    plain = Engine.create(work / "global", options=options)
+    plain.index([refs])
     global_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     engine = Engine.create(work / "local", options=options, local_features="sift")
@@ -130,6 +131,11 @@ def bench_category(folder: Path, work: Path, configs: Sequence[str]) -> list[dic
     for stage, rank in stages:
         rows += _score(folder.name, stage, queries, wanted, rank)
     engine.close()
+    plain.reindex(whiten=True)
+    ids = {Path(h.path).stem: h.id for h in plain.search(np.ones(plain.manifest.dim, np.float32), k=len(plain))}
+    rows += _score(folder.name, "global: whitened", queries, [ids[q.stem] for q in queries],
+                   lambda q: [h.id for h in plain.search(q, k=SHORT)])
+    plain.close()
     for label, fields in (c.split("=", 1) for c in configs):
         with Engine.create(work / label, ExtractorConfig(**json.loads(fields)), options=options) as other:
             other.index([refs])

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ann.base import pack, unpack
+from ..ann.base import array_of, pack, unpack
 from ..errors import RetrievalError
 
 __all__ = ["DESCRIPTORS_PER_WORD", "GRAPH_WORDS", "Vocabulary", "sample_descriptors", "vocabulary_size"]
@@ -150,20 +150,39 @@ class Vocabulary:
         return index
 
     def to_bytes(self) -> bytes:
-        """The centroids, in an npz archive (no pickle)."""
-        return pack({"format": np.array([_FORMAT], np.int64), "centroids": self.centroids})
+        """The centroids, and for a large vocabulary its word graph, in an npz archive (no
+        pickle): the graph of 65,536 words takes seconds to build, and a one-shot query
+        (`retrieve query`) would pay that on every run."""
+        arrays = {"format": np.array([_FORMAT], np.int64), "centroids": self.centroids}
+        if self.size >= GRAPH_WORDS:
+            from ..ann.faiss_index import _serialize
+
+            arrays["graph"] = _serialize(self._word_index)
+        return pack(arrays)
 
     @classmethod
     def from_bytes(cls, payload: bytes) -> Vocabulary:
         """The vocabulary :meth:`to_bytes` saved.
 
         Raises:
-            ValueError: not such a payload, a newer format, or damaged centroids.
+            ValueError: not such a payload, a newer format, damaged centroids, or a word
+                graph that is not an inner-product HNSW graph of these centroids.
         """
         arrays = unpack(payload, required=("format", "centroids"))
         if arrays["format"].tolist() != [_FORMAT]:
             raise ValueError(f"vocabulary format {arrays['format'].tolist()}; this release reads [{_FORMAT}]")
-        return cls(np.ascontiguousarray(arrays["centroids"]))
+        vocabulary = cls(np.ascontiguousarray(arrays["centroids"]))
+        if vocabulary.size >= GRAPH_WORDS and "graph" in arrays:
+            import faiss
+
+            from ..ann.faiss_index import _deserialize
+
+            graph = _deserialize(array_of(arrays, "graph", "u"), faiss.IndexHNSWFlat, vocabulary.dim)
+            if graph.ntotal != vocabulary.size:
+                raise ValueError(f"the word graph holds {graph.ntotal} words, the vocabulary {vocabulary.size}")
+            graph.hnsw.efSearch = _GRAPH_SEARCH_DEPTH
+            vars(vocabulary)["_word_index"] = graph  # what the cached property would build
+        return vocabulary
 
 
 def _nearest_word_index(dim: int, words: int) -> Any:

@@ -32,6 +32,28 @@ def test_a_large_vocabulary_assigns_through_a_graph_that_agrees_with_the_exact_s
     assert type(vocabulary._word_index).__name__ == "IndexHNSWFlat"
     assert (vocabulary.assign(x) == exact).mean() > 0.95
     np.testing.assert_array_equal(vocabulary.assign(vocabulary.centroids[[7, 4000]]), [7, 4000])
+    back = Vocabulary.from_bytes(vocabulary.to_bytes())
+    assert "_word_index" in vars(back)  # the graph is loaded, not built again
+    np.testing.assert_array_equal(back.assign(x), vocabulary.assign(x))
+
+
+def test_a_word_graph_that_does_not_fit_its_vocabulary_is_refused() -> None:
+    import faiss
+
+    from retrieval.ann.base import pack
+
+    rng = np.random.default_rng(1)
+    centroids = rng.normal(size=(GRAPH_WORDS, 16)).astype(np.float32)
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+    small = faiss.IndexHNSWFlat(16, 8, faiss.METRIC_INNER_PRODUCT)
+    small.add(centroids[:10])
+    flat = faiss.IndexFlatIP(16)
+    flat.add(centroids)
+    for graph in (small, flat):
+        payload = pack({"format": np.array([1], np.int64), "centroids": centroids,
+                        "graph": faiss.serialize_index(graph)})
+        with pytest.raises(ValueError):
+            Vocabulary.from_bytes(payload)
 
 
 def test_training_is_reproducible_with_a_seed(poster_features: list[LocalFeatures]) -> None:
