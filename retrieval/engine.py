@@ -2,8 +2,9 @@
 
 A bundle is a folder holding ``catalog.sqlite`` (the truth) and ``ann.index`` (a cache
 of its vectors, rebuilt or caught up from the catalog whenever it is missing or stale).
-:mod:`.opening` creates and opens it, :mod:`.writing` changes what it indexes, and
-:mod:`.query` turns queries into ranked hits. The extractor is built once per Engine, on
+:mod:`.opening` creates and opens it, :mod:`.writing` changes what it indexes,
+:mod:`.searching` (the search methods, with :mod:`.query` ranking) and :mod:`.viewing` (what a
+front end shows) are parts of the Engine class kept in their own modules. The extractor is built once per Engine, on
 first need, and stays warm.
 
 Opening a bundle for its catalog (``retrieve info``, ``retrieve tag``) must stay light:
@@ -21,23 +22,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
-from . import duplicates
 from .bundle import AnnCache, WriteLock
 from .catalog import STATUS_OK, Catalog
-from .errors import BadQueryError, IndexExistsError
-from .extractors import Manifest, create_extractor
+from .errors import IndexExistsError
+from .extractors import Manifest
 from .extractors.spec import ExtractorSpec, split_spec
 from .instance import LocalSide, require_local
 from .opening import ANN_FILE, CATALOG_FILE, LOCAL_FILE, LOCK_FILE, create_bundle, has_manifest, open_bundle
 from .options import EngineOptions, Progress
+from .searching import Searching
+from .viewing import Viewing
 
 if TYPE_CHECKING:
+
     from .ann import SearchIndex
     from .extractors import Extractor
     from .extractors.denoise import Denoiser, DenoisingExtractor
-    from .filters import Filter
     from .indexing.run import IndexReport
     from .query import Hit, Query, QueryBuilder
     from .writing import Writer
@@ -55,7 +56,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Engine:
+class Engine(Searching, Viewing):
     """Index images and search them. Use :meth:`create` or :meth:`open`.
 
     Example:
@@ -77,6 +78,7 @@ class Engine:
         self._extractor = extractor
         self.denoiser = denoiser
         self._denoising: DenoisingExtractor | None = None
+        self._query_builder: QueryBuilder | None = None
         self._lock = WriteLock(path / LOCK_FILE, options.lock_timeout)
         self.load_seconds = 0.0
         settings = catalog.get_json("index") or {"backend": "flat", "params": {}}
@@ -167,23 +169,29 @@ class Engine:
 
     @property
     def extractor(self) -> Extractor:
-        """The warm model; built on first use and checked against the manifest."""
+        """The warm model; built on first use (run by the options' runtime) and checked
+        against the manifest."""
         if self._extractor is None:
+            from .runtimes import create_runtime_extractor
+
             start = time.perf_counter()
-            built = create_extractor(self.manifest.config, self.options.device, self.options.precision)
+            built = create_runtime_extractor(self.manifest.config, self.options.device, self.options.precision,
+                                             self.options.runtime, self.manifest)
             self.manifest.check_compatible(built.manifest, "extractor available here")
             self._extractor = built
             self.load_seconds = time.perf_counter() - start
         return self._extractor
 
-    @functools.cached_property
+    @property
     def _queries(self) -> QueryBuilder:
         """What turns a query (paths, images, vectors, ids) into one vector; made on first use."""
-        from .query import QueryBuilder
+        if self._query_builder is None:
+            from .query import QueryBuilder
 
-        return QueryBuilder(self.catalog, self.manifest.dim, self.manifest.config.image_size,
-                            lambda images: self.embedder("query").embed_images(images),
-                            self._local.extractor.max_side if self._local else 0)
+            self._query_builder = QueryBuilder(self.catalog, self.manifest.dim, self.manifest.config.image_size,
+                                               lambda images: self.embedder("query").embed_images(images),
+                                               self._local.extractor.max_side if self._local else 0)
+        return self._query_builder
 
     def embedder(self, stage: str) -> Extractor:
         """The extractor for images embedded at `stage` ("query" or "index"): with a
@@ -192,7 +200,8 @@ class Engine:
             return self.extractor
         if self._denoising is None or self._denoising.inner is not self.extractor:
             from .extractors.denoise import DenoisingExtractor
-            self._denoising = DenoisingExtractor(self.extractor, self.denoiser)
+            from .runtimes import runtime_denoiser  # the denoiser runs where the extractor does
+            self._denoising = DenoisingExtractor(self.extractor, runtime_denoiser(self.denoiser, self.extractor))
         return self._denoising
 
     # ------------------------------------------------------------------ writing
@@ -235,6 +244,41 @@ class Engine:
             BadMetadataError: non-finite numbers, non-JSON values, or keys filters cannot name.
         """
         self.catalog.set_metadata(image_id, dict(metadata))
+
+    def update_metadata(self, updates: Mapping[int, Mapping[str, Any]], unset: Sequence[str] = ()) -> None:
+        """Set metadata keys of many images (their other keys kept) and drop the `unset`
+        keys, in one transaction: all or nothing.
+
+        Raises:
+            BadMetadataError: a key or value metadata cannot hold.
+            RetrievalError: an id that is not in the index.
+        """
+        self.catalog.merge_metadata(updates, unset)
+
+    def exclude(self, items: Iterable[int | str | os.PathLike[str]], strict: bool = True) -> tuple[int, list[str]]:
+        """Remove images for good: ids, file paths, folders and shell-style patterns
+        (``*/drafts/*``) become exclusions in the catalog that every later :meth:`index`
+        and :meth:`add` honours (see :mod:`.indexing.exclusions`); what is indexed under
+        them is removed now. Returns (images removed, patterns recorded).
+
+        Raises:
+            RetrievalError: an id, or with `strict` a file path, that is not in the index
+                (nothing changes).
+        """
+        from .indexing.exclusions import resolve
+
+        ids, patterns = resolve(self.catalog, items, strict)
+        self.catalog.change_exclusions(add=patterns)
+        return (self.remove(ids) if ids else 0), patterns
+
+    def exclusions(self) -> list[str]:
+        """The exclusion patterns in force (see :meth:`exclude`)."""
+        return self.catalog.exclusions()
+
+    def forget_exclusions(self, patterns: Iterable[str]) -> list[str]:
+        """Stop excluding these patterns (the next :meth:`index` adds what they matched);
+        returns those that were recorded."""
+        return self.catalog.change_exclusions(drop=patterns)
 
     def tag(self, ids_or_paths: Iterable[int | str | os.PathLike[str]], add: Sequence[str] = (),
             remove: Sequence[str] = ()) -> int:
@@ -290,106 +334,6 @@ class Engine:
         """
         return self._writer.reindex(backend, params, whiten, whiten_dim)
 
-    # ------------------------------------------------------------------ searching
-
-    def embed(self, query: Query) -> np.ndarray:
-        """One unit vector for a query: a path, a PIL image, a vector, an indexed id, or
-        several of them combined.
-
-        Raises:
-            BadImageError: a query file cannot be decoded.
-            BadQueryError: the query cannot be searched with (see :meth:`search`).
-        """
-        return self._queries.build(query).vector
-
-    def search(self, query: Query, k: int = 10, where: Filter | Mapping[str, Any] | None = None,
-               exclude: Iterable[int] = (), dedup: float | None = None, rerank: bool | None = None) -> list[Hit]:
-        """The k indexed images most similar to the query.
-
-        `query` is an image path, a PIL image, a vector, an indexed image's id, or a list
-        of them, combined into one (mean of their unit vectors). An indexed, unchanged
-        path is looked up rather than re-embedded; indexed items are left out of the
-        results. `where` is a :class:`Filter`, or a mapping of metadata values. `dedup`,
-        a similarity threshold (e.g. 0.95), folds copies and near-copies into the
-        best-ranked one (listed in `Hit.duplicates`) and still returns k hits.
-
-        `rerank` (default: on when the index keeps local features) finds the same object
-        first (see :mod:`.instance`): for a query that is one image or one indexed id,
-        the global ranking is fused with the visual-word ranking and the short list
-        verified geometrically; hits carry `inliers` and the matched `region`. Other
-        queries (vectors, several items) rank globally.
-
-        Raises:
-            BadQueryError: k is not from 1 to MAX_K; the query is empty, of an unsupported
-                type, a folder, an unknown id, or a zero, non-finite or wrong-size vector;
-                `rerank` asked of an index without local features.
-            BadImageError: a query file cannot be decoded.
-        """
-        from .query import check_k, nearest
-
-        check_k(k)
-        if rerank and self.local_features is None:
-            raise BadQueryError(f"the index at {self.path} keeps no local features to re-rank with "
-                                "(create one with `retrieve index --local sift`)")
-        with self.catalog.snapshot():  # one consistent read of the catalog, one transaction
-            built = self._queries.build(query)
-            excluded = set(exclude) | built.own_ids
-            if rerank is False or self._local is None or (built.image is None and built.indexed_id is None):
-                return nearest(self.ann, self.catalog, built.vector, k, excluded, where, dedup)
-            from .instance import SHORTLIST
-
-            global_hits = nearest(self.ann, self.catalog, built.vector, max(k, SHORTLIST), excluded, where, dedup)
-            return self._local.search(built, global_hits, k, excluded, where, self._lock)
-
-    def similar(self, image_id: int, k: int = 10, where: Filter | Mapping[str, Any] | None = None,
-                dedup: float | None = None) -> list[Hit]:
-        """More like this: neighbours of an indexed image, without the image itself."""
-        from .query import nearest, stored_vectors, unit
-
-        with self.catalog.snapshot():
-            vec = stored_vectors(self.catalog, [image_id], "similar")[0]
-            return nearest(self.ann, self.catalog, unit(vec, f"stored vector of id {image_id}", self.manifest.dim),
-                           k, {image_id}, where, dedup)
-
-    def recommend(self, positive_ids: Sequence[int], negative_ids: Sequence[int] = (), k: int = 10,
-                  where: Filter | Mapping[str, Any] | None = None, negative_weight: float = 0.5) -> list[Hit]:
-        """Images like the liked ones and unlike the disliked ones (Rocchio's formula).
-
-        The query is mean(liked) - negative_weight * mean(disliked); the liked and
-        disliked images themselves are never returned.
-
-        Raises:
-            BadQueryError: no liked id, an unknown id, or dislikes that cancel the likes.
-        """
-        from .query import check_k, nearest, rocchio, stored_vectors
-
-        if isinstance(positive_ids, (str, bytes)) or not positive_ids:
-            raise BadQueryError("recommend needs at least one liked (positive) id")
-        check_k(k)
-        with self.catalog.snapshot():
-            liked = stored_vectors(self.catalog, list(positive_ids), "recommend")
-            disliked = stored_vectors(self.catalog, list(negative_ids), "recommend") if negative_ids else None
-            q = rocchio(liked, disliked, negative_weight, self.manifest.dim)
-            return nearest(self.ann, self.catalog, q, k, set(positive_ids) | set(negative_ids), where)
-
-    def vectors(self, ids: Sequence[int]) -> np.ndarray:
-        """Stored unit vectors of indexed images, (len(ids), dim).
-
-        Raises:
-            BadQueryError: an id is not indexed.
-        """
-        from .query import stored_vectors
-
-        return stored_vectors(self.catalog, list(ids), "vectors")
-
-    def duplicates(self, threshold: float | None = duplicates.DEFAULT_THRESHOLD,
-                   progress: Progress | None = None) -> list[duplicates.DuplicateGroup]:
-        """Groups of duplicate images: identical bytes, plus near-copies when `threshold`
-        (a cosine similarity) is set; None lists exact duplicates only."""
-        if threshold is None:
-            return list(duplicates.exact_groups(self.catalog))
-        return duplicates.near_groups(self.catalog, self.ann, threshold, progress=progress)
-
     # ------------------------------------------------------------------ facts
 
     def __len__(self) -> int:
@@ -412,4 +356,3 @@ class Engine:
             "generation": self.catalog.generation(), "size_bytes": size,
             "failed": [{"path": r.path, "error": r.error} for r in self.catalog.failed(failed_limit)],
         }
-

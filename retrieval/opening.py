@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import ann
 from .catalog import Catalog
 from .errors import IndexNotFoundError
-from .extractors import ExtractorConfig, Manifest, create_extractor
+from .extractors import ExtractorConfig, Manifest
 from .extractors.spec import ExtractorSpec, extractor_for
 from .options import EngineOptions
 
@@ -112,7 +112,11 @@ def create_bundle(path: Path, built: Extractor | None, config: ExtractorConfig |
     params = ann.check_settings(name, backend_params or {})  # fails before the model loads
     local_features = local_settings(local)
     denoiser = denoiser_for(options)
-    built = built or create_extractor(config or ExtractorConfig(**overrides), options.device, options.precision)
+    if built is None:
+        from .runtimes import create_runtime_extractor
+
+        built = create_runtime_extractor(config or ExtractorConfig(**overrides), options.device, options.precision,
+                                         options.runtime)
     params = ann.check_settings(name, params, built.manifest.dim)  # checks that need the dimension
     path.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(path / CATALOG_FILE, create=True)

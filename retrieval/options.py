@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import RetrievalError, UnknownNameError
@@ -17,12 +17,16 @@ from .errors import RetrievalError, UnknownNameError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DECODE_MODES", "DENOISE_AT", "PRECISIONS", "EngineOptions", "Progress", "autocast", "check_decode_mode",
-           "check_device", "check_precision", "resolve_device", "resolve_precision"]
+__all__ = ["DECODE_MODES", "DENOISE_AT", "PRECISIONS", "RUNTIMES", "EngineOptions", "Progress", "autocast",
+           "check_decode_mode", "check_device", "check_precision", "check_runtime", "resolve_device",
+           "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DECODE_MODES = ("auto", "cpu", "device")  # where JPEGs are decoded: auto (on a GPU, there), cpu, device
 DENOISE_AT = ("query", "index", "both")  # when an Engine cleans images with its denoiser
+# What runs the network (retrieval.runtimes): auto (PyTorch on a GPU; on the CPU the fastest
+# installed runtime whose vectors agree with PyTorch's), torch, onnx (ONNX Runtime), openvino.
+RUNTIMES = ("auto", "torch", "onnx", "openvino")
 
 Progress = Callable[[str, int, int], None]
 """Called as progress(phase, done, total) while long work runs (total 0 when unknown)."""
@@ -70,6 +74,13 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
+def check_runtime(runtime: str) -> str:
+    """`runtime`, if it is one of RUNTIMES: a typo fails before a model is built."""
+    if runtime not in RUNTIMES:
+        raise UnknownNameError(f"unknown runtime {runtime!r}; choose {', '.join(RUNTIMES)}")
+    return runtime
+
+
 def check_decode_mode(mode: str) -> str:
     """The mode, if it is one of DECODE_MODES: a typo fails before any work is done."""
     if mode not in DECODE_MODES:
@@ -97,6 +108,9 @@ class EngineOptions:
 
     device: str = "auto"  # auto (CUDA when visible), cpu, cuda, cuda:N
     precision: str = "auto"  # forward-pass precision: auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16, fp16
+    # What runs the network: auto, torch, onnx, openvino (same vectors from each); the
+    # environment's RETRIEVE_RUNTIME, as for the CLI's --runtime, else auto.
+    runtime: str = field(default_factory=lambda: os.environ.get("RETRIEVE_RUNTIME") or "auto")
     batch_size: int = 32  # images per forward pass when indexing
     workers: int | None = None  # decode worker processes; None: one per core, at most 4
     decode: str = "auto"  # where JPEGs are decoded: auto, cpu (loader workers), device
@@ -107,6 +121,7 @@ class EngineOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", check_device(self.device))
         check_precision(self.precision)
+        check_runtime(self.runtime)
         check_decode_mode(self.decode)
         if self.denoise_at not in DENOISE_AT:
             raise UnknownNameError(f"unknown denoise_at {self.denoise_at!r}; choose {', '.join(DENOISE_AT)}")

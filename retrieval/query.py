@@ -107,6 +107,26 @@ def rocchio(liked: np.ndarray, disliked: np.ndarray | None, weight: float, dim: 
     return unit(q, "the liked images minus the disliked ones", dim)
 
 
+@dataclass(frozen=True)
+class _Gathered:
+    """One query between :meth:`QueryBuilder._gather` and the embedding of its images."""
+
+    item_count: int
+    vectors: list[np.ndarray]
+    own_ids: set[int]
+    images: list[Image.Image]
+    scales: list[float]
+
+    def combine(self, embedded: Sequence[np.ndarray], dim: int) -> BuiltQuery:
+        """The built query, given the embeddings of `images` (in their order)."""
+        vectors = self.vectors + [unit(v, "embedded query image", dim) for v in embedded]
+        vector = unit(np.sum(vectors, axis=0), "the combined query", dim)
+        single = self.item_count == 1
+        return BuiltQuery(vector, self.own_ids, self.images[0] if single and self.images else None,
+                          next(iter(self.own_ids)) if single and len(self.own_ids) == 1 else None,
+                          self.scales[0] if single and self.scales else 1.0)
+
+
 class QueryBuilder:
     """Turns query items into one unit vector, with the ids of indexed items to leave out.
 
@@ -128,6 +148,19 @@ class QueryBuilder:
                 unknown id, or a vector that cannot be searched with.
             BadImageError: a query file cannot be decoded.
         """
+        return self.build_many([query])[0]
+
+    def build_many(self, queries: Sequence[Query]) -> list[BuiltQuery]:
+        """:meth:`build` for each query, with the images of all of them embedded in ONE
+        call: one forward pass for a batch of searches (a server's concurrent requests,
+        a command's list of query files). Raises as :meth:`build`, for the first bad query."""
+        gathered = [self._gather(q) for q in queries]
+        images = [image for g in gathered for image in g.images]
+        embedded = iter(self.embed_images(images) if images else ())
+        return [g.combine([next(embedded) for _ in g.images], self.dim) for g in gathered]
+
+    def _gather(self, query: Query) -> _Gathered:
+        """A query's items sorted out: vectors found without the model, images to embed."""
         items = list(query) if isinstance(query, (list, tuple)) else [query]
         if not items:
             raise BadQueryError("empty query: give an image, a vector or an indexed id")
@@ -164,13 +197,7 @@ class QueryBuilder:
                 raise BadQueryError(f"no indexed image with id {unknown[0]}")
             own_ids.update(ids)
             vectors.extend(unit(stored[i], f"stored vector of id {i}", self.dim) for i in ids)
-        if images:
-            vectors.extend(unit(v, "embedded query image", self.dim) for v in self.embed_images(images))
-        vector = unit(np.sum(vectors, axis=0), "the combined query", self.dim)
-        single = len(items) == 1
-        return BuiltQuery(vector, own_ids, images[0] if single and images else None,
-                          next(iter(own_ids)) if single and len(own_ids) == 1 else None,
-                          scales[0] if single and scales else 1.0)
+        return _Gathered(len(items), vectors, own_ids, images, scales)
 
     @staticmethod
     def _load(path: str, draft_size: int) -> DecodedImage:

@@ -32,6 +32,23 @@ CALTECH = ROOT.parent / "shared" / "data" / "caltech101"
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def pytorch_runtime_and_private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every test runs the network in PyTorch unless it asks for a runtime (tests/runtimes
+    does): `auto` would export and time ONNX graphs for each new extractor, and ONNX Runtime's,
+    OpenVINO's and PyTorch's thread pools all in one long pytest process have crashed it.
+    Graphs any test exports go to a folder of this session, never the user's cache."""
+    saved = {k: os.environ.get(k) for k in ("RETRIEVE_RUNTIME", "RETRIEVE_CACHE_DIR")}
+    os.environ["RETRIEVE_RUNTIME"] = "torch"
+    os.environ["RETRIEVE_CACHE_DIR"] = str(tmp_path_factory.mktemp("retrieve-cache"))
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def extractor() -> Extractor:
     """The default extractor (Lite0, GeM), built once, on the CPU."""

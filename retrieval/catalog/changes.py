@@ -19,6 +19,7 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from .facts import PhotoFacts
 from .models import STATUS_OK, ImageRow, LocalFeatureRow, Setting, Tombstone, VectorRow
 
 __all__ = ["Changes", "FileRecord", "read_changes", "write_batch"]
@@ -32,7 +33,8 @@ class FileRecord:
     its local features with it. `local`: the image's local features (bytes of
     :class:`retrieval.local.LocalFeatures`) in an index that keeps them, else None; a
     new vector without them drops any stored ones, which described the old content.
-    `metadata` None keeps the stored metadata.
+    `metadata` None keeps the stored metadata. `photo`: what the file's EXIF says, written
+    with the new content (a move keeps the stored facts, as it keeps the vector).
     """
 
     path: str
@@ -48,6 +50,7 @@ class FileRecord:
     metadata: dict[str, Any] | None = None
     id: int | None = None
     local: bytes | None = None
+    photo: PhotoFacts | None = None
 
 
 @dataclass
@@ -82,9 +85,10 @@ def write_batch(s: Session, records: Sequence[FileRecord], removals: Sequence[in
         row.path, row.content_hash, row.size, row.mtime_ns = rec.path, rec.content_hash, rec.size, rec.mtime_ns
         row.status, row.error = rec.status, rec.error
         if rec.status == STATUS_OK and rec.vector is None and row.id is not None:
-            pass  # a move: dimensions and vector stay as they are
+            pass  # a move: dimensions, EXIF facts and vector stay as they are
         else:
             row.width, row.height, row.format = rec.width, rec.height, rec.format
+            (rec.photo or PhotoFacts()).write_to(row)
         row.gen, row.updated_at = gen, now
         s.flush()
         if rec.status != STATUS_OK:

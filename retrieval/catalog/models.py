@@ -15,8 +15,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "ImageRow", "VectorRow", "LocalFeatureRow", "Tombstone", "Setting", "SCHEMA_VERSION", "STATUS_OK", "STATUS_FAILED",
-           "has_status"]
+__all__ = ["Base", "ImageRow", "VectorRow", "LocalFeatureRow", "Tombstone", "Exclusion", "Setting", "SCHEMA_VERSION",
+           "STATUS_OK", "STATUS_FAILED", "has_status"]
 
 # The settings value "schema_version" predates the migrations, and retrieve 0.1.0 refuses
 # any catalog where it is not 1. It therefore means "the oldest layout a reader must
@@ -38,6 +38,7 @@ class ImageRow(Base):
     __table_args__ = (
         Index("ix_images_ok_hash", "content_hash", "id", sqlite_where=text("status = 'ok'")),
         Index("ix_images_failed", "path", sqlite_where=text("status = 'failed'")),
+        Index("ix_images_taken", "taken_at"),
         {"sqlite_autoincrement": True},
     )
 
@@ -55,6 +56,14 @@ class ImageRow(Base):
     gen: Mapped[int] = mapped_column(Integer, index=True)
     added_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    # What the photo's EXIF says (see retrieval.images.exif.PhotoFacts); None when it says nothing
+    taken_at: Mapped[str | None] = mapped_column(String(19))  # camera's local time, ISO text
+    camera_make: Mapped[str | None] = mapped_column(String)
+    camera_model: Mapped[str | None] = mapped_column(String)
+    lens: Mapped[str | None] = mapped_column(String)
+    gps_lat: Mapped[float | None] = mapped_column(Float)
+    gps_lon: Mapped[float | None] = mapped_column(Float)
+    orientation: Mapped[int | None] = mapped_column(Integer)
 
 
 def has_status(status: str) -> ColumnElement[bool]:
@@ -94,6 +103,16 @@ class Tombstone(Base):
 
     image_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     gen: Mapped[int] = mapped_column(Integer, index=True)
+
+
+class Exclusion(Base):
+    """A shell-style pattern on absolute paths that indexing leaves out: a removal that
+    sticks (``retrieve remove``, ``retrieve index --exclude``)."""
+
+    __tablename__ = "exclusions"
+
+    pattern: Mapped[str] = mapped_column(String, primary_key=True)
+    added_at: Mapped[float] = mapped_column(Float)
 
 
 class Setting(Base):

@@ -17,12 +17,13 @@ import dataclasses
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ReadOnlyIndexError, RetrievalError
@@ -30,7 +31,7 @@ from . import migrations
 from .changes import Changes, FileRecord, read_changes, write_batch
 from .connection import MODE_WRITE, choose_mode, immediate, sqlite_engine, translate_errors
 from .metadata import TAGS_KEY, check_metadata, check_tags
-from .models import STATUS_FAILED, STATUS_OK, ImageRow, LocalFeatureRow, Setting, VectorRow, has_status
+from .models import STATUS_FAILED, STATUS_OK, Exclusion, ImageRow, LocalFeatureRow, Setting, VectorRow, has_status
 
 __all__ = ["Catalog"]
 
@@ -352,3 +353,55 @@ class Catalog:
                 raise RetrievalError(f"no image with id {image_id}")
             row.meta = metadata
 
+    def merge_metadata(self, updates: Mapping[int, Mapping[str, Any]], unset: Sequence[str] = ()) -> None:
+        """Set keys of many images' metadata (others kept) and drop the `unset` keys, in one
+        transaction: all or nothing.
+
+        Raises:
+            BadMetadataError: a result :func:`.metadata.check_metadata` refuses.
+            RetrievalError: an id that is not in the catalog (nothing is written).
+        """
+        with self._write() as s:
+            ids = [int(i) for i in updates]
+            rows = {r.id: r for n in range(0, len(ids), 500)  # SQLite caps bound parameters
+                    for r in s.scalars(select(ImageRow).where(ImageRow.id.in_(ids[n:n + 500])))}
+            if missing := [i for i in updates if int(i) not in rows]:
+                raise RetrievalError(f"not in the index: {missing[0]}")
+            for image_id, values in updates.items():
+                row = rows[int(image_id)]
+                merged = {k: v for k, v in {**row.meta, **values}.items() if k not in unset}
+                row.meta = check_metadata(merged)
+
+    # ------------------------------------------------------------------ exclusions
+
+    def exclusions(self) -> list[str]:
+        """The path patterns indexing leaves out (:mod:`retrieval.indexing.exclusions`)."""
+        with self._read() as s:
+            return list(s.scalars(select(Exclusion.pattern).order_by(Exclusion.pattern)))
+
+    def change_exclusions(self, add: Iterable[str] = (), drop: Iterable[str] = ()) -> list[str]:
+        """Record patterns to leave out and forget others; returns those of `drop` that were recorded."""
+        now = time.time()
+        with self._write() as s:
+            for pattern in add:
+                s.merge(Exclusion(pattern=pattern, added_at=now))
+            dropped = [p for p in dict.fromkeys(drop) if s.get(Exclusion, p) is not None]
+            s.execute(delete(Exclusion).where(Exclusion.pattern.in_(dropped)))
+            return dropped
+
+
+    # ------------------------------------------------------------------ listing (front ends)
+
+    def ok_rows_page(self, conditions: Sequence[Any], after: int, limit: int) -> list[ImageRow]:
+        """Up to `limit` ok rows meeting all SQL conditions with ids above `after`, in id
+        order: keyset paging, so a page stays right while images are added or removed
+        (an offset would shift under every removal)."""
+        q = (select(ImageRow).where(has_status(STATUS_OK), ImageRow.id > after, *conditions)
+             .order_by(ImageRow.id).limit(limit))
+        with self._read() as s:
+            return list(s.scalars(q))
+
+    def count_matching(self, conditions: Sequence[Any]) -> int:
+        """How many ok images meet all SQL conditions."""
+        with self._read() as s:
+            return s.scalar(select(func.count()).where(has_status(STATUS_OK), *conditions)) or 0

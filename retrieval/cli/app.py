@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import evaluate, indexing, manage, search, train
+from . import evaluate, export, indexing, manage, meta, search, serve, train
 from .common import ESCAPING, GROUP_SETTINGS, RetrieveGroup, set_verbosity
 
 app = typer.Typer(name="retrieve", cls=RetrieveGroup, **GROUP_SETTINGS)
@@ -42,11 +42,14 @@ def root(
 app.command("index")(indexing.index)
 app.command("query", epilog=ESCAPING)(search.query)
 app.command("info")(manage.info)
-app.command("remove")(indexing.remove)
+app.command("remove")(manage.remove)
+app.command("meta")(meta.meta)
 app.command("reindex")(indexing.reindex)
 app.command("tag")(manage.tag)
 app.command("dupes", epilog=ESCAPING)(search.dupes)
 app.command("eval")(evaluate.evaluate)
+app.command("export")(export.export)
+app.command("serve")(serve.serve)
 app.add_typer(train.app, name="train")
 
 

@@ -27,7 +27,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import RetrievalError
-from ..options import DECODE_MODES, PRECISIONS, EngineOptions, Progress
+from ..options import DECODE_MODES, PRECISIONS, RUNTIMES, EngineOptions, Progress
 
 if TYPE_CHECKING:
     from typer._click import Context as ClickContext  # what Click passes to invoke (typer vendors Click)
@@ -56,6 +56,10 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Device = Annotated[str, typer.Option(metavar="DEVICE", help="auto (a GPU when one is visible), cpu, cuda or cuda:N.")]
 Precision = Annotated[str, typer.Option(
     metavar="NAME", help=f"Forward-pass precision: {', '.join(PRECISIONS)} (auto: bf16 on a GPU, fp32 on the CPU).")]
+Runtime = Annotated[str, typer.Option(
+    metavar="NAME", envvar="RETRIEVE_RUNTIME",
+    help=f"What runs the network: {', '.join(RUNTIMES)} (auto: PyTorch on a GPU; on the CPU the fastest installed "
+         "runtime whose vectors agree with PyTorch's, measured once). Every runtime gives the same index.")]
 BatchSize = Annotated[int, typer.Option(min=1, metavar="N", help="Images per forward pass.")]
 Workers = Annotated[Optional[int], typer.Option(
     min=0, metavar="N", show_default="one per core, at most 4", help="Decode worker processes.")]

@@ -8,7 +8,7 @@ import typer
 
 from ..options import EngineOptions
 from .common import (
-    RUN_DEFAULTS, BatchSize, Denoise, Device, Extractor, JsonOut, Precision, Quiet, Workers, note, print_json,
+    RUN_DEFAULTS, BatchSize, Denoise, Device, Extractor, JsonOut, Precision, Quiet, Runtime, Workers, note, print_json,
     print_rows, progress_bar, report_failures,
 )
 
@@ -34,6 +34,7 @@ def evaluate(
         help="Cut-off for P@k and R@k (repeatable).")] = None,
     device: Device = RUN_DEFAULTS.device,
     precision: Precision = RUN_DEFAULTS.precision,
+    runtime: Runtime = RUN_DEFAULTS.runtime,
     batch_size: BatchSize = RUN_DEFAULTS.batch_size,
     workers: Workers = RUN_DEFAULTS.workers,
     json_out: JsonOut = False,
@@ -55,8 +56,8 @@ def evaluate(
     else:
         raise typer.BadParameter("give a labelled DATA folder or CSV, or --gallery LIST (with --queries LIST)",
                                  param_hint="'--gallery'")
-    options = EngineOptions(device=device, precision=precision, batch_size=batch_size, workers=workers,
-                            denoise=denoise)
+    options = EngineOptions(device=device, precision=precision, runtime=runtime, batch_size=batch_size,
+                            workers=workers, denoise=denoise)
     with tempfile.TemporaryDirectory(prefix="retrieve-eval-") as tmp:
         with Engine.create(index_dir or Path(tmp), extractor, exist_ok=True, options=options) as engine, \
                 progress_bar(not quiet) as progress:

@@ -1,6 +1,10 @@
-"""Commands that write an index: ``index``, ``reindex``, ``remove``."""
+"""Commands that write an index: ``index`` and ``reindex``."""
 
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -9,9 +13,8 @@ import typer
 from ..errors import RetrievalError
 from ..options import EngineOptions
 from .common import (
-    DEFAULT_INDEX_DIR, RUN_DEFAULTS, Backend, BackendParams, BatchSize, Decode, Denoise, Device, Extractor, ImageRefs,
-    IndexDir,
-    JsonOut, Precision, Quiet, Weights, Workers, extractor_spec, image_refs, json_or_line, parse_pairs, progress_bar,
+    DEFAULT_INDEX_DIR, RUN_DEFAULTS, Backend, BackendParams, BatchSize, Decode, Denoise, Device, Extractor, IndexDir,
+    JsonOut, Precision, Quiet, Runtime, Weights, Workers, extractor_spec, json_or_line, parse_pairs, progress_bar,
     report_failures,
 )
 
@@ -40,11 +43,16 @@ def index(
     denoise: Denoise = None,
     device: Device = RUN_DEFAULTS.device,
     precision: Precision = RUN_DEFAULTS.precision,
+    runtime: Runtime = RUN_DEFAULTS.runtime,
     batch_size: BatchSize = RUN_DEFAULTS.batch_size,
     workers: Workers = RUN_DEFAULTS.workers,
     decode: Decode = RUN_DEFAULTS.decode,
     follow_links: Annotated[bool, typer.Option(
         "--follow-links", help="Follow symbolic links that lead out of the FOLDERs (left out by default).")] = False,
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        metavar="GLOB", help="Leave out paths matching this pattern (or below this folder), in this run and every "
+                             "later one (repeatable; `retrieve remove --list` shows them, --undo takes one back).")]
+    = None,
     local: Annotated[Optional[str], typer.Option(
         metavar="NAME", help="Keep local features to find the same object (sift; a new index only; needs "
                              "retrieve[local]).")] = None,
@@ -55,7 +63,10 @@ def index(
 ) -> None:
     """Add new and changed images, forget vanished ones.
 
-    FOLDERs (or image files) are searched recursively. The first run creates the index.
+    FOLDERs (or image files) are searched recursively, leaving out hidden files and
+    folders and thumbnail caches (@eaDir, __MACOSX, ...; name a hidden folder as a FOLDER
+    to index it); files of other types are counted and named. The first run creates the
+    index, and leaves none behind if it found no image.
     The extractor options (--backbone to --resize, or --extractor) are recorded in a new
     index, the engine's defaults standing in for those left out (`retrieve info` shows
     them); on an existing index, each one given must match what it holds.
@@ -65,26 +76,71 @@ def index(
     spec = extractor_spec(extractor, backbone=backbone, weights=str(weights) if weights else None, pooling=pooling,
                           pooling_params=parse_pairs(pooling_param, "--pooling-param") or None,
                           image_size=image_size, resize=resize, scales=scales)
-    options = EngineOptions(device=device, precision=precision, batch_size=batch_size, workers=workers,
-                            decode=decode, denoise=denoise, denoise_at="index")
+    options = EngineOptions(device=device, precision=precision, runtime=runtime, batch_size=batch_size,
+                            workers=workers, decode=decode, denoise=denoise, denoise_at="index")
     local_params = parse_pairs(local_param, "--local-param")
     local_spec = {"name": local or "sift", "params": local_params} if local or local_params else None
-    with Engine.create(index_dir, spec, backend=backend, backend_params=parse_pairs(param, "--param"),
-                       exist_ok=True, options=options, local_features=local_spec) as engine, \
-            progress_bar(not quiet) as progress:
-        report = engine.index(folders, progress=progress, follow_links=follow_links)
+    for folder in folders:  # before anything is created: a typo leaves no index behind
+        if not folder.exists():
+            raise RetrievalError(f"folder not found: {folder.absolute()}")
+    with _first_run(index_dir) as first:
+        with Engine.create(index_dir, spec, backend=backend, backend_params=parse_pairs(param, "--param"),
+                           exist_ok=True, options=options, local_features=local_spec) as engine, \
+                progress_bar(not quiet) as progress:
+            try:
+                removed, _ = engine.exclude(exclude, strict=False) if exclude else (0, [])
+                report = engine.index(folders, progress=progress, follow_links=follow_links)
+                report.removed += removed  # what --exclude took out is this command's removal too
+            finally:
+                first.filled = len(engine) > 0
+    if first.new and not first.filled:
+        report_failures(report.failed)
+        raise RetrievalError(f"no image indexed from {', '.join(str(f.absolute()) for f in folders)} ("
+                             f"{len(report.failed)} failed, {len(report.unknown)} of unknown types"
+                             + (f": {report.unknown_suffixes()}" if report.unknown else "")
+                             + f"); no index was created at {index_dir.absolute()}")
     _print_report(report, json_out)
 
 
+@dataclass
+class _FirstRun:
+    new: bool  # no bundle was there: this run creates it
+    filled: bool = False  # set by the run: the bundle holds an image
+
+
+@contextmanager
+def _first_run(index_dir: Path) -> Iterator[_FirstRun]:
+    """Remove the bundle a first run created unless it indexed an image (the body sets
+    `filled`): a first run that found nothing, or failed, leaves no catalog behind. A
+    bundle that was there before is never touched, nor is an empty folder the user made."""
+    made_folder = not index_dir.exists()
+    first = _FirstRun(new=made_folder or not any(index_dir.iterdir()))
+    try:
+        yield first
+    finally:
+        if first.new and not first.filled:
+            if made_folder:
+                shutil.rmtree(index_dir, ignore_errors=True)
+            else:
+                for entry in index_dir.iterdir():
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
+
+
 def _print_report(report: "IndexReport", json_out: bool) -> None:
-    """What an indexing run did: failures on stderr, the counts on stdout."""
+    """What an indexing run did: failures and files of unknown types on stderr, the counts on stdout."""
     report_failures(report.failed)
     report_failures(report.skipped, "left out")
+    report_failures([(p, "unknown file type") for p in report.unknown], "not read")
+    unknown = f", unknown types {len(report.unknown)} ({report.unknown_suffixes()})" if report.unknown else ""
+    excluded = f", excluded {report.excluded}" if report.excluded else ""
     json_or_line(report.to_dict(), json_out,
                  f"added {report.added}, updated {report.updated}, moved {report.moved}, "
                  f"duplicates {report.duplicates}, removed {report.removed}, unchanged {report.unchanged}, "
-                 f"failed {len(report.failed)}: {report.embedded} images embedded in {report.seconds:.1f} s "
-                 f"({report.images_per_second:.1f} images/s)")
+                 f"failed {len(report.failed)}{unknown}{excluded}: {report.embedded} images embedded in "
+                 f"{report.seconds:.1f} s ({report.images_per_second:.1f} images/s)")
 
 
 def reindex(
@@ -116,19 +172,3 @@ def reindex(
             if whitened else "")
     json_or_line(described, json_out, f"rebuilt {described['effective']} index of {described['count']} vectors "
                                       f"in {described['seconds']:.2f} s, parameters {described['params']}{note}")
-
-
-def remove(
-    items: ImageRefs,
-    index_dir: IndexDir = DEFAULT_INDEX_DIR,
-    json_out: JsonOut = False,
-) -> None:
-    """Remove images from the index (not the files).
-
-    Each ITEM is an indexed image's id or path (write ./42 for a file named 42).
-    """
-    from ..engine import Engine
-
-    with Engine.open(index_dir) as engine:
-        removed = engine.remove(image_refs(items))
-    json_or_line({"removed": removed}, json_out, f"removed {removed}")

@@ -1,10 +1,12 @@
-"""Commands about an index's contents: ``info`` and ``tag``. Neither loads a model."""
+"""Commands about an index's contents: ``info``, ``tag`` and ``remove``. None loads a model."""
 
 from typing import Annotated, Any, Optional
 
 import typer
 
-from .common import DEFAULT_INDEX_DIR, ImageRefs, IndexDir, JsonOut, image_refs, json_or_line, print_json, print_line
+from .common import (
+    DEFAULT_INDEX_DIR, ImageRefs, IndexDir, JsonOut, image_refs, json_or_line, note, print_json, print_line,
+)
 
 
 def info(index_dir: IndexDir = DEFAULT_INDEX_DIR, json_out: JsonOut = False) -> None:
@@ -63,3 +65,49 @@ def tag(
     with Engine.open(index_dir) as engine:
         changed = engine.tag(image_refs(items), add or (), remove or ())
     json_or_line({"changed": changed}, json_out, f"changed {changed}")
+
+
+def remove(
+    items: Annotated[Optional[list[str]], typer.Argument(metavar="ITEM", hidden=True)] = None,
+    list_: Annotated[bool, typer.Option("--list", help="Print the exclusions in force, one a line.")] = False,
+    undo: Annotated[Optional[list[str]], typer.Option(
+        metavar="PATTERN", help="Stop excluding this pattern, path or folder: the next `retrieve index` adds its "
+                                "images back (repeatable).")] = None,
+    index_dir: IndexDir = DEFAULT_INDEX_DIR,
+    json_out: JsonOut = False,
+) -> None:
+    """Remove images from the index for good (not the files).
+
+    Each ITEM is an indexed image's id or path (write ./42 for a file named 42), a
+    folder, or a shell-style pattern on paths ('*/drafts/*', quoted). What they name is
+    removed now and recorded as an exclusion that every later `retrieve index` honours.
+    An id or file path that is not in the index is an error, and nothing is removed then.
+    """
+    from ..engine import Engine
+    from ..indexing.exclusions import pattern_for
+
+    if not (items or list_ or undo):
+        raise typer.BadParameter("give ITEMs to remove, --list or --undo PATTERN", param_hint="'ITEM'")
+    with Engine.open(index_dir) as engine:
+        removed, patterns, restored = 0, [], []
+        if undo:  # as listed, or as typed: a path, folder or pattern from here
+            current = engine.exclusions()
+            wanted = [u if u in current else pattern_for(u) for u in undo]
+            if missing := [u for u, w in zip(undo, wanted) if w not in current]:
+                raise typer.BadParameter(f"{missing[0]!r} is not excluded (see retrieve remove --list)",
+                                         param_hint="'--undo'")
+            restored = engine.forget_exclusions(wanted)
+        if items:
+            removed, patterns = engine.exclude(image_refs(items))
+        exclusions = engine.exclusions()
+    if json_out:
+        print_json({"removed": removed, "excluded": patterns, "restored": restored,
+                    **({"exclusions": exclusions} if list_ else {})})
+        return
+    if items:
+        print_line(f"removed {removed}; excluded from later runs: {', '.join(patterns)}")
+    if restored:
+        note(f"no longer excluded (the next `retrieve index` adds them back): {', '.join(restored)}")
+    if list_:
+        for pattern in exclusions:
+            print_line(pattern)

@@ -9,7 +9,7 @@ import typer
 from ..options import EngineOptions
 from .common import (
     DEFAULT_INDEX_DIR, RUN_DEFAULTS, Denoise, Device, Extractor, IndexDir, JsonOut, NullOut, Precision,
-    Quiet, Weights, extractor_spec, note, output_mode, parse_pairs, print_json, print_null, print_rows, progress_bar,
+    Quiet, Runtime, Weights, extractor_spec, note, output_mode, parse_pairs, print_json, print_null, print_rows, progress_bar,
 )
 
 if TYPE_CHECKING:
@@ -45,6 +45,14 @@ def query(
         metavar="DATE", help="Only files modified on or before this date.")] = None,
     tag: Annotated[Optional[list[str]], typer.Option(metavar="TAG", help="Only images with this tag (repeatable: all).")]
     = None,
+    taken_since: Annotated[Optional[str], typer.Option(
+        metavar="DATE", help="Only photos taken on or after this date, by the camera's clock (EXIF).")] = None,
+    taken_until: Annotated[Optional[str], typer.Option(
+        metavar="DATE", help="Only photos taken on or before this date (a bare date includes the day).")] = None,
+    camera: Annotated[Optional[str], typer.Option(
+        metavar="TEXT", help="Only photos whose camera make and model contain this, any case (EXIF).")] = None,
+    near: Annotated[Optional[str], typer.Option(
+        metavar="LAT,LON,KM", help="Only photos taken within KM of this point (EXIF GPS).")] = None,
     dedup: Annotated[bool, typer.Option("--dedup", help="Fold copies and near-copies into the best-ranked one.")]
     = False,
     dedup_threshold: Similarity = None,
@@ -57,6 +65,7 @@ def query(
     index_dir: IndexDir = DEFAULT_INDEX_DIR,
     device: Device = RUN_DEFAULTS.device,
     precision: Precision = RUN_DEFAULTS.precision,
+    runtime: Runtime = RUN_DEFAULTS.runtime,
     json_out: JsonOut = False,
     null: NullOut = False,
 ) -> None:
@@ -71,14 +80,17 @@ def query(
     --dedup-threshold implies --dedup.
     """
     from ..engine import Engine
-    from ..filters import Filter, parse_date
+    from ..filters import Filter, parse_date, parse_near, parse_taken
 
     output_mode(json_out, null)
     where_filter = Filter(
         path_glob=path, folders=tuple(str(f) for f in folder or ()), formats=tuple(file_type or ()),
         min_bytes=min_size, max_bytes=max_size, since=parse_date(since) if since else None,
-        until=parse_date(until) if until else None, tags=tuple(tag or ()), metadata=parse_pairs(where, "--where"))
-    options = EngineOptions(device=device, precision=precision, denoise=denoise, denoise_at="query")
+        until=parse_date(until) if until else None, tags=tuple(tag or ()), metadata=parse_pairs(where, "--where"),
+        taken_since=parse_taken(taken_since) if taken_since else None,
+        taken_until=parse_taken(taken_until, end_of_day=True) if taken_until else None, camera=camera,
+        near=parse_near(near) if near else None)
+    options = EngineOptions(device=device, precision=precision, runtime=runtime, denoise=denoise, denoise_at="query")
     spec = extractor_spec(extractor, weights=str(weights) if weights else None)
     dedup = dedup or dedup_threshold is not None
     with Engine.open(index_dir, options=options, extractor=spec) as engine:

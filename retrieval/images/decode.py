@@ -1,6 +1,10 @@
 """Decoding one image file with Pillow, treating bad input as data: every failure is a
 :class:`BadImageError` with a one-line reason that the catalog records.
 
+Formats are Pillow's own (JPEG, PNG, WebP, AVIF, TIFF, ...), HEIC/HEIF through the
+pillow-heif plugin (registered on import, in every decode worker), and camera RAW files
+through their embedded JPEG preview (:mod:`.raw`), recorded under the RAW format's name.
+
 A file is read once, bounded (:func:`~retrieval.images.files.read_file`), and decoded from
 those bytes, so the caller can store their hash with what it computed from the pixels.
 Memory per decode stays near the decoded image itself: a large image is box-reduced
@@ -13,16 +17,21 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import BadImageError
 from .files import FileBytes, read_file
+from .raw import RawPreview, find_preview
+
+pillow_heif.register_heif_opener()  # HEIC/HEIF: what phones write by default
 
 MAX_PIXELS = 100_000_000
 
@@ -57,6 +66,24 @@ class EncodedJpeg:
 
 
 @dataclass(frozen=True)
+class _Opened:
+    """Pillow's lazy image over a file's bytes, or over its RAW preview's (`raw`)."""
+
+    image: Image.Image
+    data: bytes
+    raw: RawPreview | None
+
+    @property
+    def format(self) -> str:
+        return self.raw.format if self.raw else self.image.format or "UNKNOWN"
+
+    def orientation(self) -> int:
+        """The EXIF orientation to apply: the image's own, else a RAW file's IFD0 one."""
+        own = _orientation(self.image)
+        return self.raw.orientation if self.raw is not None and own == 1 else own
+
+
+@dataclass(frozen=True)
 class DecodedImage:
     """An upright 8-bit RGB image and the facts the catalog keeps about its file.
 
@@ -87,8 +114,10 @@ def load_image(
             decoded at the smallest power-of-two scale that still covers it (up to 8x
             faster), and any large image is reduced before conversion (see :func:`_reduce`).
     """
-    with _reasons(), _open(source) as img:
-        return _finish(img, *_checked_size(img, max_pixels), draft_size)
+    with _reasons():
+        opened = _open(source)
+        with opened.image:
+            return _finish(opened, *_checked_size(opened, max_pixels), draft_size)
 
 
 def load_image_or_jpeg(
@@ -104,19 +133,25 @@ def load_image_or_jpeg(
     nvJPEG decodes one by one on the host) and truncated files are decoded here by Pillow,
     which converts them or names what is wrong.
     """
-    raw = source if isinstance(source, FileBytes) else read_file(source)
-    with _reasons(), _open(raw) as img:
-        width, height = _checked_size(img, max_pixels)
-        if img.format == "JPEG" and img.mode in ("RGB", "L") and not img.info.get("progressive") \
-                and raw.data.endswith(_JPEG_END):
-            return EncodedJpeg(raw.data, _orientation(img), width, height)
-        return _finish(img, width, height, draft_size)
+    with _reasons():
+        opened = _open(source)
+        img = opened.image
+        with img:
+            width, height = _checked_size(opened, max_pixels)
+            if opened.raw is None and img.format == "JPEG" and img.mode in ("RGB", "L") \
+                    and not img.info.get("progressive") and opened.data.endswith(_JPEG_END):
+                return EncodedJpeg(opened.data, opened.orientation(), width, height)
+            return _finish(opened, width, height, draft_size)
 
 
-def _open(source: Source) -> Image.Image:
-    """Pillow's lazy image over the file's bytes (read here, bounded, if given a path)."""
-    raw = source if isinstance(source, FileBytes) else read_file(source)
-    return Image.open(io.BytesIO(raw.data))
+def _open(source: Source) -> _Opened:
+    """Pillow's lazy image over the file's bytes (read here, bounded, if given a path), or
+    over the JPEG preview of a camera RAW file."""
+    data = (source if isinstance(source, FileBytes) else read_file(source)).data
+    raw = find_preview(data)
+    if raw is not None:
+        data = raw.jpeg
+    return _Opened(Image.open(io.BytesIO(data)), data, raw)
 
 
 @contextmanager
@@ -134,13 +169,14 @@ def _reasons() -> Iterator[None]:
         raise BadImageError("not a recognised image format") from None
     except Image.DecompressionBombError as e:
         raise BadImageError(f"decompression bomb guard: {e}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as e:
         reason = str(e).strip() or type(e).__name__
         raise BadImageError(f"cannot decode: {reason}") from None
 
 
-def _checked_size(img: Image.Image, max_pixels: int) -> tuple[int, int]:
+def _checked_size(opened: _Opened, max_pixels: int) -> tuple[int, int]:
     """The upright (width, height) from the header; refuses bombs and empty images unread."""
+    img = opened.image
     if img.width * img.height > max_pixels:
         raise BadImageError(
             f"image is {img.width}x{img.height} pixels, over the limit of "
@@ -148,7 +184,7 @@ def _checked_size(img: Image.Image, max_pixels: int) -> tuple[int, int]:
         )
     if img.width == 0 or img.height == 0:
         raise BadImageError("image has no pixels")
-    if _orientation(img) in (5, 6, 7, 8):
+    if opened.orientation() in (5, 6, 7, 8):
         return img.height, img.width  # recorded as seen upright
     return img.width, img.height
 
@@ -159,18 +195,18 @@ def _orientation(img: Image.Image) -> int:
     return value if value in range(1, 9) else 1
 
 
-def _finish(img: Image.Image, width: int, height: int, draft_size: int | None) -> DecodedImage:
+def _finish(opened: _Opened, width: int, height: int, draft_size: int | None) -> DecodedImage:
     """Decode the pixels of a checked image and make them upright 8-bit RGB."""
-    fmt = img.format or "UNKNOWN"
-    if draft_size is not None and fmt == "JPEG":
+    img = opened.image
+    if draft_size is not None and img.format == "JPEG":
         img.draft("RGB", (draft_size, draft_size))
     img.load()
-    orientation = _orientation(img)  # after loading: a PNG may keep its EXIF after the pixels
+    orientation = opened.orientation()  # after loading: a PNG may keep its EXIF after the pixels
     sixteen_bit = img.mode.startswith("I;16")
     img = _reduce(img, draft_size)
     if orientation in _UPRIGHT:
         img = img.transpose(_UPRIGHT[orientation])
-    return DecodedImage(_to_rgb(img, sixteen_bit), width, height, fmt)
+    return DecodedImage(_to_rgb(img, sixteen_bit), width, height, opened.format)
 
 
 def _averaging_mode(img: Image.Image) -> str:

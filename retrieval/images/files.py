@@ -1,6 +1,8 @@
-"""Finding and reading image files: discovery walks folders and names only files with an
-image suffix; reading takes regular files only, within a size limit, and hashes exactly
-the bytes it read (the content hash the catalog keys copies by).
+"""Finding and reading image files: discovery walks folders and names the files with an
+image suffix, reports every other file as of an unknown type (never a silent skip), and
+leaves out hidden entries and the thumbnail caches that NAS boxes, desktops and archivers
+scatter through photo folders; reading takes regular files only, within a size limit, and
+hashes exactly the bytes it read (the content hash the catalog keys copies by).
 
 Nothing here may hang or exhaust memory on hostile input: a FIFO, a device or a socket
 named ``*.jpg`` is refused from its stat, before it is opened; a symbolic link leading
@@ -21,13 +23,30 @@ from pathlib import Path
 
 from ..errors import BadImageError
 
-__all__ = ["IMAGE_SUFFIXES", "MAX_FILE_BYTES", "FileBytes", "content_digest", "discover", "file_digest",
-           "is_image_path", "os_reason", "read_file", "refusal"]
+__all__ = ["IMAGE_SUFFIXES", "LEFT_OUT_NAMES", "MAX_FILE_BYTES", "RAW_SUFFIXES", "UNKNOWN_TYPE", "FileBytes",
+           "content_digest", "discover", "file_digest", "is_image_path", "is_left_out", "open_regular", "os_reason",
+           "read_file", "refusal"]
 
 log = logging.getLogger(__name__)
 
+# Camera RAW files: read through the JPEG preview the camera embeds (see :mod:`.raw`).
+RAW_SUFFIXES = frozenset(
+    {".dng", ".cr2", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".orf", ".rw2", ".rwl", ".raw", ".raf", ".pef",
+     ".srw", ".3fr", ".erf", ".kdc", ".mef", ".mos", ".iiq"}
+)
 IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
+     ".heic", ".heif", ".hif", ".avif"}  # HEIF through pillow-heif; AVIF is Pillow's own
+) | RAW_SUFFIXES
+
+# The reason :func:`discover` gives for a file whose suffix names no image type it reads.
+UNKNOWN_TYPE = "unknown file type"
+# Entries that mirror or shadow the photos beside them, not named like hidden ones: NAS
+# thumbnail and recycle folders (Synology, QNAP), zip resource forks, Windows' caches.
+# Hidden entries (.thumbnails, .AppleDouble, ._photo.jpg, .Trash) are left out as hidden.
+LEFT_OUT_NAMES = frozenset(
+    {"@eadir", "@recycle", "#recycle", "#snapshot", "__macosx", "$recycle.bin", "system volume information",
+     "thumbs.db", "desktop.ini"}
 )
 
 # No image file we index is this large (a 100-Mpx PNG is a fraction of it), and reading
@@ -49,19 +68,37 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 
+def _log_skip(path: str, reason: str) -> None:
+    """The default `on_skip`: a warning for a link left out, a debug line for other types."""
+    log.log(logging.DEBUG if reason == UNKNOWN_TYPE else logging.WARNING, "skipped %s: %s", path, reason)
+
+
+def is_left_out(name: str) -> bool:
+    """Whether discovery leaves out an entry of this name below a root: hidden entries
+    (``.name``, which includes macOS's ``._photo.jpg`` resource forks) and
+    :data:`LEFT_OUT_NAMES` (thumbnail folders and caches), in any case.
+
+    A root itself is never left out: naming a hidden folder indexes it.
+    """
+    return name.startswith(".") or name.lower() in LEFT_OUT_NAMES
+
+
 def discover(roots: Iterable[str | os.PathLike[str]], follow_links: bool = False,
              on_skip: SkipHook | None = None) -> Iterator[Path]:
     """Yield every image file below the roots, recursively, each once: a folder's files in
     name order, then its subfolders in name order.
 
-    A symbolic link (to a file or a folder) is followed when its target lies inside one
-    of the roots, or anywhere with `follow_links`; otherwise it is left out and reported
-    to `on_skip` (logged when None), so that a link to ``/`` cannot index the machine.
-    Each real folder is entered once, so a link back to a parent cannot loop. A root
-    that is a file is yielded as it is. Files are named, not opened or stat'ed: special
-    files are refused by whoever reads them (see :func:`refusal`).
+    Every other regular-looking file is reported to `on_skip` with the reason
+    :data:`UNKNOWN_TYPE`, so the caller can count and name what it did not read. Hidden
+    entries and thumbnail folders (:func:`is_left_out`) are passed over silently: they
+    are not the user's photos. A symbolic link (to a file or a folder) is followed when
+    its target lies inside one of the roots, or anywhere with `follow_links`; otherwise
+    it is left out and reported to `on_skip` (logged when None), so that a link to ``/``
+    cannot index the machine. Each real folder is entered once, so a link back to a
+    parent cannot loop. A root that is a file is yielded as it is. Files are named, not
+    opened or stat'ed: special files are refused by whoever reads them (see :func:`refusal`).
     """
-    skip = on_skip or (lambda path, reason: log.warning("skipped %s: %s", path, reason))
+    skip = on_skip or _log_skip
     roots = [Path(os.path.abspath(r)) for r in roots]
     inside = [os.path.realpath(r).rstrip(os.sep) + os.sep for r in roots]
     seen_dirs: set[tuple[int, int]] = set()
@@ -82,6 +119,8 @@ def discover(roots: Iterable[str | os.PathLike[str]], follow_links: bool = False
                 continue  # vanished or unreadable folder: what it held is simply not found
             subfolders: list[str] = []
             for entry in entries:
+                if is_left_out(entry.name):
+                    continue
                 if entry.is_symlink() and not follow_links:
                     target = os.path.realpath(entry.path)
                     if not (target + os.sep).startswith(tuple(inside)):
@@ -92,6 +131,8 @@ def discover(roots: Iterable[str | os.PathLike[str]], follow_links: bool = False
                     subfolders.append(entry.path)
                 elif is_image_path(entry.name):
                     yield Path(entry.path)
+                else:
+                    skip(entry.path, UNKNOWN_TYPE)
             stack.extend(reversed(subfolders))
 
 
@@ -151,7 +192,7 @@ def read_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> 
         BadImageError: with the reason: not found, not a regular file, too large, or
             changed size while it was read (its bytes would not match its stat).
     """
-    with _open_regular(path, max_bytes) as (f, st):
+    with open_regular(path, max_bytes) as (f, st):
         parts, left = [], st.st_size
         while left and (chunk := f.read(left)):
             parts.append(chunk)
@@ -169,7 +210,7 @@ def file_digest(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -
         BadImageError: as :func:`read_file`; it reads at most `max_bytes` + 1 bytes.
     """
     h = hashlib.blake2b(digest_size=16)
-    with _open_regular(path, max_bytes) as (f, _):
+    with open_regular(path, max_bytes) as (f, _):
         read = 0
         while chunk := f.read(_CHUNK):
             read += len(chunk)
@@ -180,7 +221,8 @@ def file_digest(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -
 
 
 @contextmanager
-def _open_regular(path: str | os.PathLike[str], max_bytes: int) -> Iterator[tuple[io.FileIO, os.stat_result]]:
+def open_regular(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES
+                 ) -> Iterator[tuple[io.FileIO, os.stat_result]]:
     """An unbuffered reader of `path` and its fstat, if it is a regular file within the
     limit; any other file raises BadImageError, and a special one is never opened."""
     try:

@@ -5,6 +5,9 @@ one costs a hash; only new content is decoded and embedded. A file whose content
 already indexed reuses that vector, and a vanished file whose content reappears under
 a new path keeps its id (a move). Anything but a regular file within the size limit is
 recorded as failed from its stat, without being opened (a FIFO would block forever).
+Paths the catalog's exclusions match (:mod:`.exclusions`) are left out as if absent, so
+an excluded image still indexed is swept; files of unknown types are set aside to be
+reported.
 
 The hash taken here only decides what changed; what is stored with a new vector is the
 hash of the bytes the decode worker read (see :mod:`.run`).
@@ -18,8 +21,9 @@ from dataclasses import dataclass, field
 
 from ..catalog import STATUS_FAILED, STATUS_OK, Catalog, FileRecord, ImageRow
 from ..errors import BadImageError
-from ..images.files import file_digest, is_image_path, os_reason, refusal
+from ..images.files import UNKNOWN_TYPE, file_digest, is_image_path, os_reason, refusal
 from ..options import Progress
+from .exclusions import Exclusions
 
 __all__ = ["FileState", "Plan", "plan_sync"]
 
@@ -50,6 +54,8 @@ class Plan:
     removed_paths: list[str] = field(default_factory=list)
     unstorable: list[str] = field(default_factory=list)  # names that are not valid UTF-8 (shown escaped)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) discovery left out
+    unknown: list[str] = field(default_factory=list)  # files of types that are not read
+    excluded: int = 0  # files found that an exclusion leaves out
 
 
 def plan_sync(
@@ -67,12 +73,24 @@ def plan_sync(
         existing: catalog rows that may correspond (those under the indexed roots).
         sweep: when True, rows in `existing` whose file was not found are removed.
         skipped: (path, reason) of what discovery left out, carried to the report
-            (:func:`~retrieval.images.files.discover`'s `on_skip`).
+            (:func:`~retrieval.images.files.discover`'s `on_skip`); files of unknown
+            types among them go to the plan's `unknown`.
     """
-    plan = Plan(skipped=list(skipped))
+    excluded = Exclusions(catalog.exclusions())
+    plan = Plan()
+    for path, why in skipped:
+        if excluded.excludes(path):
+            continue
+        if why == UNKNOWN_TYPE:
+            plan.unknown.append(path)
+        else:
+            plan.skipped.append((path, why))
     changed: list[tuple[FileState, ImageRow | None]] = []
     seen: set[str] = set()
     files = list(dict.fromkeys(files))
+    if excluded:
+        kept = [path for path in files if not excluded.excludes(path)]
+        plan.excluded, files = len(files) - len(kept), kept
     for n, path in enumerate(files, 1):
         seen.add(path)
         if not _storable(path):

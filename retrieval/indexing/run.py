@@ -9,12 +9,16 @@ any point loses at most the batches in flight, and the next run finds the rest t
 
 What is stored with a vector describes the bytes that were decoded: the worker hashes
 the buffer it decodes, so a file replaced after the plan hashed it is stored with its
-new content's hash (and the stat taken when it was read), never the old one's.
+new content's hash (and the stat taken when it was read), never the old one's. The
+photo's EXIF facts are read by the writer from the file's headers, if the file still has
+the stat the worker read it with (the workers hand over pixels, not headers).
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,9 +26,11 @@ from typing import Any
 import numpy as np
 
 from ..catalog import STATUS_FAILED, Catalog, FileRecord
+from ..catalog.facts import PhotoFacts
 from ..extractors import Extractor
 from ..images.batches import Decoded, DecodedBatch, LocalExtract
 from ..images.embedding import EmbedLoop
+from ..images.exif import file_facts
 from ..options import Progress
 from .plan import Plan
 
@@ -43,6 +49,8 @@ class IndexReport:
     unchanged: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # left out by discovery (links leading out)
+    unknown: list[str] = field(default_factory=list)  # files of types that are not read
+    excluded: int = 0  # files left out by the index's exclusions
     removed_paths: list[str] = field(default_factory=list)
     embedded: int = 0
     seconds: float = 0.0
@@ -60,7 +68,13 @@ class IndexReport:
             "failures": [{"path": p, "error": e} for p, e in self.failed],
             "skipped": len(self.skipped), "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped],
             "removed_paths": self.removed_paths,
+            "unknown_types": len(self.unknown), "unknown_files": self.unknown, "excluded": self.excluded,
         }
+
+    def unknown_suffixes(self) -> str:
+        """The unknown types found, most frequent first: ".mov 3, .txt 1"."""
+        counts = Counter(os.path.splitext(p)[1].lower() or "(no suffix)" for p in self.unknown)
+        return ", ".join(f"{suffix} {n}" for suffix, n in counts.most_common())
 
 
 def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], after_batch: Callable[[], object],
@@ -78,12 +92,13 @@ def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], af
                          removed_paths=plan.removed_paths, moved=len(plan.moves))
     report.failed = [(r.path, r.error or "") for r in plan.failed]
     report.failed += [(p, "file name is not valid UTF-8; rename it") for p in plan.unstorable]
-    report.skipped = list(plan.skipped)
+    report.skipped, report.unknown, report.excluded = list(plan.skipped), list(plan.unknown), plan.excluded
     copies = [rec for rec, _ in plan.copies]
     sources = catalog.vectors([src for _, src in plan.copies])
+    source_rows = catalog.rows_by_id([src for _, src in plan.copies])
     local_sources = catalog.local_features([src for _, src in plan.copies]) if local is not None else {}
-    for rec, src in plan.copies:
-        rec.vector, rec.local = sources[src], local_sources.get(src)
+    for rec, src in plan.copies:  # same bytes as an indexed image: its vector, features and EXIF facts
+        rec.vector, rec.local, rec.photo = sources[src], local_sources.get(src), PhotoFacts.of_row(source_rows[src])
     for rec in plan.moves + copies + plan.failed:
         rec.metadata = metadata
     report.duplicates = len(copies)
@@ -117,8 +132,8 @@ def _records(plan: Plan, batch: DecodedBatch, vectors: np.ndarray | None, metada
     """Rows for one embedded batch's files, their twins and its failures (run by the writer)."""
     records: list[FileRecord] = []
     for item, vec in zip(batch.items, vectors if vectors is not None else []):
-        fresh = _with_twins(plan, item, metadata, width=item.width, height=item.height,
-                            format=item.format, vector=np.asarray(vec), local=item.local)
+        fresh = _with_twins(plan, item, metadata, width=item.width, height=item.height, format=item.format,
+                            vector=np.asarray(vec), local=item.local, photo=_photo_facts(plan, item))
         report.embedded += 1
         report.added += sum(r.id is None for r in fresh)
         report.updated += sum(r.id is not None for r in fresh)
@@ -129,6 +144,12 @@ def _records(plan: Plan, batch: DecodedBatch, vectors: np.ndarray | None, metada
         report.failed += [(r.path, item.error or "") for r in bad]
         records += bad
     return records
+
+
+def _photo_facts(plan: Plan, item: Decoded) -> PhotoFacts | None:
+    """The EXIF facts of the file a worker embedded, if it still has the stat the worker
+    read it with (otherwise a later run embeds the new content, and reads its facts)."""
+    return file_facts(plan.embed[item.index][0].path, item.size, item.mtime_ns)
 
 
 def _with_twins(plan: Plan, item: Decoded, metadata: dict[str, Any] | None, **fields: Any) -> list[FileRecord]:

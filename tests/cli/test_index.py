@@ -28,11 +28,12 @@ def _squash(text: str) -> str:
     return "".join(text.split())
 
 
-def test_a_removed_image_is_added_back_by_the_next_index_run(indexed: Path, sample_dir: Path) -> None:
-    """`retrieve remove` takes an image out of the index, not off the disk. `reindex` (a
-    rebuild from the stored vectors) does not bring it back; the next `retrieve index` of
-    its folder does, embedded again as a new image under a new id (ids are never reused:
-    a removed id must stay gone for readers that saw its removal)."""
+def test_a_removed_image_stays_out_until_its_exclusion_is_undone(indexed: Path, sample_dir: Path) -> None:
+    """`retrieve remove` takes an image out of the index, not off the disk, for good: neither
+    `reindex` (a rebuild from the stored vectors) nor the next `retrieve index` of its
+    folder brings it back (issue 14: "the next retrieve index adds the removed files
+    back"). `remove --undo` does; the image is then embedded again under a new id (ids are
+    never reused: a removed id must stay gone for readers that saw its removal)."""
     victim, sibling = sorted((sample_dir / "dolphin").iterdir())[:2]
 
     def neighbours() -> dict[str, int]:
@@ -44,10 +45,17 @@ def test_a_removed_image_is_added_back_by_the_next_index_run(indexed: Path, samp
     def count() -> int:
         return json.loads(runner.invoke(app, ["info", "-i", str(indexed), "--json"]).stdout)["count"]
 
+    def index() -> dict:
+        res = runner.invoke(app, ["index", str(sample_dir), "-i", str(indexed), "--json", "-q", "--workers", "0",
+                                  "--device", "cpu"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
     before = neighbours()
     assert len(before) == count() - 1 and str(victim) in before
     res = runner.invoke(app, ["remove", str(victim), "-i", str(indexed), "--json"])
-    assert res.exit_code == 0 and json.loads(res.stdout) == {"removed": 1}
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == {"removed": 1, "excluded": [str(victim)], "restored": []}
     assert count() == len(before) and str(victim) not in neighbours()
 
     res = runner.invoke(app, ["reindex", "-i", str(indexed), "--json"])
@@ -55,10 +63,13 @@ def test_a_removed_image_is_added_back_by_the_next_index_run(indexed: Path, samp
     assert json.loads(res.stdout)["count"] == len(before)
     assert str(victim) not in neighbours(), "reindex reads no file: the removed image stays out"
 
-    res = runner.invoke(app, ["index", str(sample_dir), "-i", str(indexed), "--json", "-q", "--workers", "0",
-                              "--device", "cpu"])
-    assert res.exit_code == 0, res.output
-    report = json.loads(res.stdout)
+    report = index()
+    assert (report["added"], report["embedded"], report["excluded"]) == (0, 0, 1)
+    assert str(victim) not in neighbours() and count() == len(before), "the removal sticks"
+
+    res = runner.invoke(app, ["remove", "--undo", str(victim), "-i", str(indexed), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["restored"] == [str(victim)]
+    report = index()
     assert (report["added"], report["embedded"], report["unchanged"]) == (1, 1, len(before))  # all the others
     after = neighbours()
     assert set(after) == set(before) and count() == len(before) + 1

@@ -31,7 +31,7 @@ __all__ = ["HEAD", "LEGACY_REVISION", "alembic_config", "head", "current", "chec
 
 log = logging.getLogger(__name__)
 
-HEAD = "0003"  # the newest revision in versions/ (a test checks it is Alembic's head)
+HEAD = "0004"  # the newest revision in versions/ (a test checks it is Alembic's head)
 LEGACY_REVISION = "0001"  # what a catalog without alembic_version (retrieve 0.1.0) is
 _LEGACY_SCHEMA_VERSION = "1"
 _VERSION_TABLE = "alembic_version"  # Alembic's default, where it keeps the revision

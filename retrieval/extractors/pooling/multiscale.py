@@ -27,7 +27,7 @@ def rescale_canvas(pixels: torch.Tensor, scale: float) -> torch.Tensor:
     Bilinear, antialiased when shrinking (as a smaller photo would look, not aliased).
     """
     x = pixels.permute(0, 3, 1, 2).float()
-    size = (max(1, round(x.shape[-2] * scale)), max(1, round(x.shape[-1] * scale)))
+    size = (max(1, round(int(x.shape[-2]) * scale)), max(1, round(int(x.shape[-1]) * scale)))  # int(): traced shapes
     x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
     return x.permute(0, 2, 3, 1)
 
