@@ -190,7 +190,8 @@ class Engine(Searching, Viewing):
 
             self._query_builder = QueryBuilder(self.catalog, self.manifest.dim, self.manifest.config.image_size,
                                                lambda images: self.embedder("query").embed_images(images),
-                                               self._local.extractor.max_side if self._local else 0)
+                                               self._local.extractor.max_side if self._local else 0,
+                                               self._local.query_extractor.extract if self._local else None)
         return self._query_builder
 
     def embedder(self, stage: str) -> Extractor:

@@ -95,7 +95,9 @@ class LocalSide:
         from .local import LocalFeatures, SpatialVerifier
         from .query import allowed_ids
 
-        if built.image is not None:
+        if built.local is not None:  # extracted while the network embedded the query
+            features = built.local
+        elif built.image is not None:
             features = self.query_extractor.extract(built.image)
         else:
             assert built.indexed_id is not None

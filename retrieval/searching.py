@@ -81,7 +81,7 @@ class Searching:
         """
         self._check_search(k, rerank)
         with self.catalog.snapshot():  # one consistent read of the catalog, one transaction
-            built = self._queries.build(query)
+            built = self._queries.build(query, local=self._reranks(rerank))
             return self._ranked(built, k, set(exclude) | built.own_ids, where, dedup, rerank)
 
     def _check_search(self, k: int, rerank: bool | None) -> None:
@@ -93,18 +93,23 @@ class Searching:
             raise BadQueryError(f"the index at {self.path} keeps no local features to re-rank with "
                                 "(create one with `retrieve index --local sift`)")
 
+    def _reranks(self, rerank: bool | None) -> bool:
+        """Whether a one-image query would be re-ranked with local features."""
+        return rerank is not False and self._local is not None
+
     def _ranked(self, built: BuiltQuery, k: int, excluded: set[int], where: Filter | Mapping[str, Any] | None,
                 dedup: float | None, rerank: bool | None) -> list[Hit]:
         """The hits of one built query: the global ranking, re-ranked with local features
         when the index keeps them, `rerank` allows it and the query is one image or id."""
         from .query import nearest
 
-        if rerank is False or self._local is None or (built.image is None and built.indexed_id is None):
+        local = self._local if self._reranks(rerank) else None
+        if local is None or (built.image is None and built.indexed_id is None):
             return nearest(self.ann, self.catalog, built.vector, k, excluded, where, dedup)
         from .instance import SHORTLIST
 
         global_hits = nearest(self.ann, self.catalog, built.vector, max(k, SHORTLIST), excluded, where, dedup)
-        return self._local.search(built, global_hits, k, excluded, where, self._lock)
+        return local.search(built, global_hits, k, excluded, where, self._lock)
 
     def similar(self, image_id: int, k: int = 10, where: Filter | Mapping[str, Any] | None = None,
                 dedup: float | None = None) -> list[Hit]:
@@ -166,4 +171,4 @@ class Searching:
         self._check_search(k, rerank)
         with self.catalog.snapshot():
             return [self._ranked(b, k, set(b.own_ids), where, dedup, rerank)
-                    for b in self._queries.build_many(list(queries))]
+                    for b in self._queries.build_many(list(queries), local=self._reranks(rerank))]

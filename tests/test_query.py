@@ -134,3 +134,32 @@ def test_bad_query_image_raises_bad_image_error_and_the_engine_keeps_working(mak
         with pytest.raises(BadImageError):  # one bad image spoils a combined query
             engine.search([good, bi.undecodable(bad_dir, kind)])
     assert len(engine.search(good, k=5)) == 2
+
+
+def test_local_features_are_extracted_beside_the_embedding() -> None:
+    """Asked for, a one-image query's local features come with it, extracted in another
+    thread while the network embeds; not asked for, or for several images, none are."""
+    import threading
+
+    from PIL import Image
+
+    from retrieval.query import QueryBuilder
+
+    threads: dict[str, list[str]] = {"embed": [], "local": []}
+
+    def embed(images: list[Image.Image]) -> np.ndarray:
+        threads["embed"].append(threading.current_thread().name)
+        return np.ones((len(images), 4), np.float32)
+
+    def extract(image: Image.Image) -> tuple[str, tuple[int, int]]:
+        threads["local"].append(threading.current_thread().name)
+        return ("features", image.size)
+
+    builder = QueryBuilder(None, 4, 64, embed, 0, extract)  # type: ignore[arg-type]  # images need no catalog
+    one, other = Image.new("RGB", (30, 20)), Image.new("RGB", (10, 40))
+    assert builder.build(one, local=True).local == ("features", (30, 20))
+    assert threads["local"][0].startswith("query-local-features") and threads["local"][0] != threads["embed"][0]
+    assert builder.build(one).local is None and builder.build([one, other], local=True).local is None
+    assert [b.local for b in builder.build_many([one, other], local=True)] == [("features", (30, 20)),
+                                                                               ("features", (10, 40))]
+    assert len(threads["embed"]) == 4  # one forward pass per build, the batch included
