@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import threading
 import time
@@ -31,12 +30,13 @@ from . import migrations
 from .changes import Changes, FileRecord, read_changes, write_batch
 from .connection import MODE_WRITE, choose_mode, immediate, sqlite_engine, translate_errors
 from .metadata import TAGS_KEY, check_metadata, check_tags
-from .models import STATUS_FAILED, STATUS_OK, Exclusion, ImageRow, LocalFeatureRow, Setting, VectorRow, has_status
+from .models import STATUS_FAILED, STATUS_OK, Exclusion, ImageRow, LocalFeatureRow, VectorRow, has_status
+from .settings import Settings
 
 __all__ = ["Catalog"]
 
 
-class Catalog:
+class Catalog(Settings):
     """Access to one bundle's SQLite file. Safe to open from several processes.
 
     Args:
@@ -138,30 +138,6 @@ class Catalog:
                                      "open it with write access to change it")
         with translate_errors(self.path), self._writes.begin() as s:
             yield s
-
-    # ------------------------------------------------------------------ settings
-
-    def get_setting(self, key: str) -> str | None:
-        with self._read() as s:
-            row = s.get(Setting, key)
-            return row.value if row else None
-
-    def set_setting(self, key: str, value: str) -> None:
-        self.set_settings({key: value})
-
-    def set_settings(self, values: Mapping[str, str | None]) -> None:
-        """Store several settings in one transaction, None deleting one: settings that
-        change together (an index's settings and the whitening they name) never disagree."""
-        with self._write() as s:
-            for key, value in values.items():
-                if value is not None:
-                    s.merge(Setting(key=key, value=value))
-                elif (row := s.get(Setting, key)) is not None:
-                    s.delete(row)
-
-    def get_json(self, key: str) -> Any:
-        raw = self.get_setting(key)
-        return json.loads(raw) if raw is not None else None
 
     def generation(self) -> int:
         return int(self.get_setting("generation") or 0)
