@@ -241,6 +241,8 @@ def main() -> None:
                     help="torch intra-op threads (default: torch's, one per core); 1 on a CPU shared with busy jobs")
     ap.add_argument("--model-seconds", type=float, default=10.0, help="least time spent timing the model alone")
     ap.add_argument("--skip-naive", action="store_true", help="leave out the naive loop (slow on a CPU)")
+    ap.add_argument("--naive-count", type=int, default=None,
+                    help="time the naive loop on the first N images only (a rate: fewer images, same figure)")
     ap.add_argument("--source", type=Path, default=DATA, help="Caltech-101 folder (images/, train.txt, test.txt)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     args = ap.parse_args()
@@ -276,7 +278,7 @@ def main() -> None:
             latency = measure_queries(engine, queries)
             workers_used = default_workers(engine.options.workers)
         load_fresh = model_load_seconds(index_dir, dev)
-    naive = None if args.skip_naive else measure_naive(extractor.manifest.config, dev, files)
+    naive = None if args.skip_naive else measure_naive(extractor.manifest.config, dev, files[: args.naive_count])
     if naive is not None:
         print(f"naive loop   {naive:9.1f} images/s", file=sys.stderr)
 
@@ -287,6 +289,7 @@ def main() -> None:
         "model_images_per_s": round(model, 2), "model_before_after": [round(m, 2) for m in model_runs],
         "e2e_images_per_s": round(e2e, 2),
         "naive_images_per_s": round(naive, 2) if naive is not None else None,
+        "naive_count": None if naive is None else min(args.naive_count or args.count, args.count),
         "e2e_over_model": round(e2e / model, 3), "e2e_over_naive": round(e2e / naive, 2) if naive else None,
         **{k: round(v, 2) for k, v in latency.items()},
         "query_overhead_p50_ms": round(latency["query_p50_ms"] - latency["query_model_p50_ms"], 2),

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import evaluate, export, indexing, manage, meta, search, serve, train
+from . import dupes, evaluate, export, indexing, manage, meta, search, serve, train
 from .common import ESCAPING, GROUP_SETTINGS, RetrieveGroup, set_verbosity
 
 app = typer.Typer(name="retrieve", cls=RetrieveGroup, **GROUP_SETTINGS)
@@ -46,7 +46,7 @@ app.command("remove")(manage.remove)
 app.command("meta")(meta.meta)
 app.command("reindex")(indexing.reindex)
 app.command("tag")(manage.tag)
-app.command("dupes", epilog=ESCAPING)(search.dupes)
+app.command("dupes", epilog=ESCAPING)(dupes.dupes)
 app.command("eval")(evaluate.evaluate)
 app.command("export")(export.export)
 app.command("serve")(serve.serve)

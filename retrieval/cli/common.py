@@ -282,3 +282,15 @@ def json_or_line(value: Mapping[str, Any], json_out: bool, text: str) -> None:
         print_json(value)
     else:
         print_line(text)
+
+
+Similarity = Annotated[Optional[float], typer.Option(
+    min=-1.0, max=1.0, metavar="COSINE", show_default="the engine's",
+    help="Cosine similarity at or above which two images are copies.")]
+
+
+def similarity_threshold(given: float | None) -> float:
+    """The similarity asked for, or the engine's default (imported late: the CLI starts fast)."""
+    from ..duplicates import DEFAULT_THRESHOLD
+
+    return DEFAULT_THRESHOLD if given is None else given

@@ -1,4 +1,4 @@
-"""Commands that read an index: ``query`` and ``dupes``."""
+"""The ``query`` command: the images most like a photo, an indexed id or a vector."""
 
 import time
 from pathlib import Path
@@ -9,17 +9,12 @@ import typer
 from ..options import EngineOptions
 from .common import (
     DEFAULT_INDEX_DIR, RUN_DEFAULTS, Denoise, Device, Extractor, IndexDir, JsonOut, NullOut, Precision,
-    Quiet, Runtime, Weights, extractor_spec, note, output_mode, parse_pairs, print_json, print_null, print_rows, progress_bar,
+    Runtime, Similarity, Weights, extractor_spec, note, output_mode, parse_pairs, print_json, print_null, print_rows,
+    similarity_threshold,
 )
 
 if TYPE_CHECKING:
-    from ..duplicates import DuplicateGroup
     from ..query import Hit
-
-Similarity = Annotated[Optional[float], typer.Option(
-    min=-1.0, max=1.0, metavar="COSINE", show_default="the engine's",
-    help="Cosine similarity at or above which two images are copies.")]
-
 
 def query(
     images: Annotated[Optional[list[Path]], typer.Argument(metavar="IMAGE", hidden=True)] = None,
@@ -96,17 +91,10 @@ def query(
     with Engine.open(index_dir, options=options, extractor=spec) as engine:
         start = time.perf_counter()
         hits = engine.search([*map(str, images or ()), *(ids or ())], k=k, where=where_filter,
-                             dedup=_threshold(dedup_threshold) if dedup else None, rerank=rerank)
+                             dedup=similarity_threshold(dedup_threshold) if dedup else None, rerank=rerank)
         elapsed = time.perf_counter() - start - engine.load_seconds
         load = engine.load_seconds
     _print_hits(hits, json_out, null, dedup, load, elapsed)
-
-
-def _threshold(given: float | None) -> float:
-    """The similarity asked for, or the engine's default."""
-    from ..duplicates import DEFAULT_THRESHOLD
-
-    return DEFAULT_THRESHOLD if given is None else given
 
 
 def _print_hits(hits: "list[Hit]", json_out: bool, null: bool, dedup: bool, load_s: float, query_s: float) -> None:
@@ -131,38 +119,3 @@ def _print_hits(hits: "list[Hit]", json_out: bool, null: bool, dedup: bool, load
             rows = [[*r, str(len(h.duplicates))] for r, h in zip(rows, hits)]
         print_rows(tuple(header), [tuple(r) for r in rows])
     note(f"model load {load_s:.2f} s, query {query_s * 1000:.1f} ms")
-
-
-def dupes(
-    threshold: Similarity = None,
-    exact: Annotated[bool, typer.Option("--exact", help="Identical files only (no model, no ANN search).")] = False,
-    index_dir: IndexDir = DEFAULT_INDEX_DIR,
-    json_out: JsonOut = False,
-    null: NullOut = False,
-    quiet: Quiet = False,
-) -> None:
-    """List groups of identical and near-identical images.
-
-    Text output is one line per image: group number, id, the group's lowest similarity
-    and path. With --null, each group's paths are followed by one more NUL (an empty
-    record), as between the groups of jdupes -0.
-    """
-    from ..engine import Engine
-
-    output_mode(json_out, null)
-    with Engine.open(index_dir) as engine, progress_bar(not quiet and not exact) as progress:
-        groups = engine.duplicates(None if exact else _threshold(threshold), progress=progress)
-    _print_groups(groups, json_out, null)
-    note(f"duplicate groups: {len(groups)}")
-
-
-def _print_groups(groups: "list[DuplicateGroup]", json_out: bool, null: bool) -> None:
-    if json_out:
-        print_json([{"ids": list(g.ids), "paths": list(g.paths), "exact": g.exact, "score": g.score}
-                    for g in groups])
-    elif null:
-        print_null([p for g in groups for p in (*g.paths, "")])
-    else:
-        print_rows(("group", "id", "score", "path"),
-                   [(str(n), str(i), "identical" if g.exact else f"{g.score:.4f}", p)
-                    for n, g in enumerate(groups, 1) for i, p in zip(g.ids, g.paths)])

@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..catalog.facts import PhotoFacts
 from ..errors import BadImageError
 from .decode import MAX_PIXELS, DecodedImage, EncodedJpeg, load_image, load_image_or_jpeg
+from .exif import read_facts
 from .files import FileBytes, read_file
 from .preprocess import CanvasMaker
 
@@ -58,6 +60,7 @@ class Decoded:
     size: int = 0
     mtime_ns: int = 0
     local: bytes | None = None  # the image's local features, when the dataset extracts them
+    photo: PhotoFacts | None = None  # what its EXIF says, when the dataset reads it
 
 
 class DecodeDataset(torch.utils.data.Dataset):
@@ -68,11 +71,14 @@ class DecodeDataset(torch.utils.data.Dataset):
     another's pixels. With `jpeg_bytes`, JPEGs that a device decoder takes are only read
     and their headers checked (see :func:`load_image_or_jpeg`): the worker's share of the
     work shrinks to file reading, and decoding and resizing happen in batches on the device.
+    With `exif`, the photo's EXIF facts are read from the same bytes too (the indexer stores
+    them): here, in parallel, rather than by the one thread that writes the catalog.
     """
 
     def __init__(self, paths: list[str], preprocess: CanvasMaker, max_pixels: int = MAX_PIXELS,
-                 jpeg_bytes: bool = False, local: LocalExtract | None = None) -> None:
+                 jpeg_bytes: bool = False, local: LocalExtract | None = None, exif: bool = False) -> None:
         self.paths = paths
+        self.exif = exif
         self.preprocess = preprocess
         self.max_pixels = max_pixels
         self.jpeg_bytes = jpeg_bytes and local is None  # local features need the host's pixels
@@ -90,14 +96,13 @@ class DecodeDataset(torch.utils.data.Dataset):
             return Decoded(i, error=str(e))
         if not self.jpeg_bytes:
             return self.decode_on_host(i, raw)
-        facts = {"content_hash": raw.digest, "size": raw.size, "mtime_ns": raw.mtime_ns}
         try:
             got = load_image_or_jpeg(raw, self.max_pixels, draft_size=self.draft_size)
         except BadImageError as e:
-            return Decoded(i, error=str(e), **facts)
+            return Decoded(i, error=str(e), **_stored(raw))
         if isinstance(got, EncodedJpeg):
             return Decoded(i, width=got.width, height=got.height, format="JPEG", jpeg=got.data,
-                           orientation=got.orientation, **facts)
+                           orientation=got.orientation, **self._facts(raw))
         return self._canvas(i, got, raw)
 
     def decode_on_host(self, i: int, raw: FileBytes) -> Decoded:
@@ -106,13 +111,21 @@ class DecodeDataset(torch.utils.data.Dataset):
         try:
             return self._canvas(i, load_image(raw, self.max_pixels, draft_size=self.draft_size), raw)
         except BadImageError as e:
-            return Decoded(i, error=str(e), content_hash=raw.digest, size=raw.size, mtime_ns=raw.mtime_ns)
+            return Decoded(i, error=str(e), **_stored(raw))
 
     def _canvas(self, i: int, img: DecodedImage, raw: FileBytes) -> Decoded:
         pixels, h, w = self.preprocess(img.image)
         local = self.local(img.image) if self.local is not None else None
-        return Decoded(i, pixels, h, w, img.width, img.height, img.format, content_hash=raw.digest, size=raw.size,
-                       mtime_ns=raw.mtime_ns, local=local)
+        return Decoded(i, pixels, h, w, img.width, img.height, img.format, local=local, **self._facts(raw))
+
+    def _facts(self, raw: FileBytes) -> dict[str, Any]:
+        """What is stored about a decoded file's bytes: their hash and stat, and EXIF if asked."""
+        return {**_stored(raw), "photo": read_facts(raw.data) if self.exif else None}
+
+
+def _stored(raw: FileBytes) -> dict[str, Any]:
+    """The hash and stat of the bytes a worker read, stored with whatever came of them."""
+    return {"content_hash": raw.digest, "size": raw.size, "mtime_ns": raw.mtime_ns}
 
 
 @dataclass

@@ -49,6 +49,7 @@ class EmbedLoop(Generic[R]):
             call in flight (so memory stays bounded and its errors surface at the next).
         local: extracts each image's local features in the workers too (items carry them
             as bytes); JPEGs are then decoded on the host, which has to see the pixels.
+        exif: the workers read each image's EXIF facts too (items carry them).
     """
 
     def __init__(self, paths: Sequence[str], preprocess: CanvasMaker, embed: Callable[[DecodedBatch], R], *,
@@ -56,8 +57,8 @@ class EmbedLoop(Generic[R]):
                  decode: str = "cpu", batch_sampler: torch.utils.data.Sampler[list[int]] | None = None,
                  progress: Progress | None = None, phase: str = "embedding",
                  write: Callable[[DecodedBatch, R | None], None] | None = None,
-                 local: LocalExtract | None = None) -> None:
-        self.paths, self.preprocess, self.embed, self.local = list(paths), preprocess, embed, local
+                 local: LocalExtract | None = None, exif: bool = False) -> None:
+        self.paths, self.preprocess, self.embed, self.local, self.exif = list(paths), preprocess, embed, local, exif
         self.batch_size, self.workers, self.device, self.decode = batch_size, workers, device, decode
         self.batch_sampler, self.progress, self.phase, self.write = batch_sampler, progress, phase, write
         self.failures: list[tuple[int, str]] = []
@@ -67,7 +68,7 @@ class EmbedLoop(Generic[R]):
         # The device resizes too, so it needs the plain Preprocessor (its filter and fit).
         device_pre = pre if isinstance(pre, Preprocessor) and self.local is None and \
             decodes_on_device(self.decode, self.device, pre.interpolation) else None
-        dataset = DecodeDataset(self.paths, pre, jpeg_bytes=device_pre is not None, local=self.local)
+        dataset = DecodeDataset(self.paths, pre, jpeg_bytes=device_pre is not None, local=self.local, exif=self.exif)
         loader = decode_loader(dataset, self.workers, self.device.type == "cuda", self.batch_size, self.batch_sampler)
         batches: Iterable[DecodedBatch] = loader
         if device_pre is not None:

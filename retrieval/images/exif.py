@@ -20,11 +20,9 @@ from typing import Any
 from PIL import ExifTags, Image
 
 from ..catalog.facts import PhotoFacts
-from ..errors import BadImageError
-from .files import open_regular
 from .raw import find_preview
 
-__all__ = ["PhotoFacts", "file_facts", "read_facts"]
+__all__ = ["PhotoFacts", "read_facts"]
 
 _TEXT_LIMIT = 128  # longer "camera names" are not names
 _MAKE, _MODEL, _ORIENTATION, _DATETIME = 0x010F, 0x0110, 0x0112, 0x0132
@@ -41,28 +39,6 @@ def read_facts(data: bytes) -> PhotoFacts:
             exif = _exif(data)
             return _facts(exif) if exif is not None else PhotoFacts()
     except Exception:  # noqa: BLE001 - any parse failure of untrusted metadata means "no facts"
-        return PhotoFacts()
-
-
-def file_facts(path: str, size: int, mtime_ns: int) -> PhotoFacts | None:
-    """The EXIF facts of a file that still has this stat (size and modification time, the
-    indexer's test of an unchanged file), reading only what they need: a JPEG's or HEIC's
-    headers, a RAW file's TIFF directories. None when the file changed or cannot be read.
-    """
-    try:
-        with open_regular(path) as (f, st):
-            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
-                return None
-            magic = f.read(16)
-            f.seek(0)
-            if magic[:2] in (b"II", b"MM") or magic.startswith(b"FUJIFILM"):
-                return read_facts(f.readall())  # directories may point anywhere in the file
-            with warnings.catch_warnings(), Image.open(f) as img:
-                warnings.simplefilter("ignore")
-                return _facts(img.getexif())
-    except BadImageError:
-        return None
-    except Exception:  # noqa: BLE001 - as in read_facts: unreadable metadata means no facts
         return PhotoFacts()
 
 

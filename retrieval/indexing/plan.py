@@ -16,7 +16,8 @@ hash of the bytes the decode worker read (see :mod:`.run`).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..catalog import STATUS_FAILED, STATUS_OK, Catalog, FileRecord, ImageRow
@@ -26,6 +27,9 @@ from ..options import Progress
 from .exclusions import Exclusions
 
 __all__ = ["FileState", "Plan", "plan_sync"]
+
+_HASH_THREADS = min(8, os.cpu_count() or 1)
+_HASH_BLOCK = 4096
 
 
 
@@ -115,14 +119,14 @@ def plan_sync(
             progress("scanning", n, len(files))
 
     hashed: list[tuple[FileState, ImageRow | None]] = []
-    for n, (state, row) in enumerate(changed, 1):
-        try:
-            state.content_hash = file_digest(state.path)
+    for n, (state, row), digest in _digests(changed):
+        if isinstance(digest, str):
+            state.content_hash = digest
             hashed.append((state, row))
-        except OSError as e:
-            plan.failed.append(_failed_record(state.path, row, os_reason(e), state))
-        except BadImageError as e:  # no longer a regular file, or grew past the limit
-            plan.failed.append(_failed_record(state.path, row, str(e), state))
+        elif isinstance(digest, OSError):
+            plan.failed.append(_failed_record(state.path, row, os_reason(digest), state))
+        else:  # no longer a regular file, or grew past the limit
+            plan.failed.append(_failed_record(state.path, row, str(digest), state))
         if progress:
             progress("hashing", n, len(changed))
 
@@ -173,3 +177,24 @@ def _failed_record(path: str, row: ImageRow | None, reason: str, state: FileStat
     return FileRecord(path=path, content_hash=state.content_hash if state else "",
                       size=state.size if state else 0, mtime_ns=state.mtime_ns if state else 0,
                       status=STATUS_FAILED, error=reason, id=row.id if row else None)
+
+
+def _digests(changed: list[tuple[FileState, ImageRow | None]],
+             ) -> Iterator[tuple[int, tuple[FileState, ImageRow | None], str | OSError | BadImageError]]:
+    """(position from 1, entry, its content hash or why it could not be read), in order.
+
+    Files are hashed by a few threads (reading and BLAKE2b both release the GIL): on a GPU
+    machine a new collection's hashing in one thread would take as long as embedding it.
+    Submitted a block at a time, so a million new files do not queue a million futures.
+    """
+    def digest(path: str) -> str | OSError | BadImageError:
+        try:
+            return file_digest(path)
+        except (OSError, BadImageError) as e:
+            return e
+
+    with ThreadPoolExecutor(_HASH_THREADS) as pool:
+        for start in range(0, len(changed), _HASH_BLOCK):
+            block = changed[start:start + _HASH_BLOCK]
+            for n, (entry, got) in enumerate(zip(block, pool.map(digest, [s.path for s, _ in block])), start + 1):
+                yield n, entry, got

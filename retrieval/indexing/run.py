@@ -9,9 +9,8 @@ any point loses at most the batches in flight, and the next run finds the rest t
 
 What is stored with a vector describes the bytes that were decoded: the worker hashes
 the buffer it decodes, so a file replaced after the plan hashed it is stored with its
-new content's hash (and the stat taken when it was read), never the old one's. The
-photo's EXIF facts are read by the writer from the file's headers, if the file still has
-the stat the worker read it with (the workers hand over pixels, not headers).
+new content's hash (and the stat taken when it was read), never the old one's; the
+photo's EXIF facts are read by the worker from those same bytes.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from ..catalog.facts import PhotoFacts
 from ..extractors import Extractor
 from ..images.batches import Decoded, DecodedBatch, LocalExtract
 from ..images.embedding import EmbedLoop
-from ..images.exif import file_facts
 from ..options import Progress
 from .plan import Plan
 
@@ -124,7 +122,7 @@ def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Call
     EmbedLoop([s.path for s, _ in plan.embed], extractor.preprocessor,
               lambda b: extractor.embed_adaptive(b.pixels, b.heights, b.widths),
               batch_size=batch_size, workers=workers, device=extractor.device, decode=decode,
-              progress=progress, phase="embedding", write=commit, local=local).run()
+              progress=progress, phase="embedding", write=commit, local=local, exif=True).run()
 
 
 def _records(plan: Plan, batch: DecodedBatch, vectors: np.ndarray | None, metadata: dict[str, Any] | None,
@@ -133,7 +131,7 @@ def _records(plan: Plan, batch: DecodedBatch, vectors: np.ndarray | None, metada
     records: list[FileRecord] = []
     for item, vec in zip(batch.items, vectors if vectors is not None else []):
         fresh = _with_twins(plan, item, metadata, width=item.width, height=item.height, format=item.format,
-                            vector=np.asarray(vec), local=item.local, photo=_photo_facts(plan, item))
+                            vector=np.asarray(vec), local=item.local, photo=item.photo)
         report.embedded += 1
         report.added += sum(r.id is None for r in fresh)
         report.updated += sum(r.id is not None for r in fresh)
@@ -144,12 +142,6 @@ def _records(plan: Plan, batch: DecodedBatch, vectors: np.ndarray | None, metada
         report.failed += [(r.path, item.error or "") for r in bad]
         records += bad
     return records
-
-
-def _photo_facts(plan: Plan, item: Decoded) -> PhotoFacts | None:
-    """The EXIF facts of the file a worker embedded, if it still has the stat the worker
-    read it with (otherwise a later run embeds the new content, and reads its facts)."""
-    return file_facts(plan.embed[item.index][0].path, item.size, item.mtime_ns)
 
 
 def _with_twins(plan: Plan, item: Decoded, metadata: dict[str, Any] | None, **fields: Any) -> list[FileRecord]:

@@ -14,8 +14,10 @@ from PIL import Image
 
 from retrieval.errors import BadImageError
 from retrieval.images.decode import DecodedImage, load_image, load_image_or_jpeg
-from retrieval.images.exif import file_facts, read_facts
+from retrieval.images.batches import DecodeDataset
+from retrieval.images.exif import read_facts
 from retrieval.images.files import FileBytes, content_digest
+from retrieval.images.preprocess import Preprocessor
 from retrieval.images.raw import find_preview
 
 from ..badimages import sample_image
@@ -161,16 +163,17 @@ def test_a_file_without_exif_or_not_an_image_has_no_facts(tmp_path: Path) -> Non
     assert read_facts(b"\xff\xd8\xff garbage").taken_at is None
 
 
-def test_facts_of_a_file_are_read_only_while_it_is_the_file_that_was_embedded(tmp_path: Path) -> None:
-    """The indexer's writer reads EXIF after a worker embedded the pixels: a file changed
-    meanwhile (another stat) gives none, to be read with its new content next run."""
-    path = save_as(_halves(), tmp_path / "p.jpg", "JPEG", exif_block(make="Canon", taken="2020:01:01 00:00:00"))
-    st = path.stat()
-    assert file_facts(str(path), st.st_size, st.st_mtime_ns) == read_facts(path.read_bytes())
-    assert file_facts(str(path), st.st_size, st.st_mtime_ns).camera_make == "Canon"  # type: ignore[union-attr]
-    assert file_facts(str(path), st.st_size + 1, st.st_mtime_ns) is None
+def test_workers_read_the_facts_from_the_bytes_they_decode(tmp_path: Path) -> None:
+    """The indexer's EXIF facts come from the loader worker, out of the same bytes as the
+    pixels and the content hash (host and device decoding alike); only when asked."""
+    jpeg = save_as(_halves(), tmp_path / "p.jpg", "JPEG", exif_block(make="Canon", taken="2020:01:01 00:00:00"))
     raw = tmp_path / "r.dng"
     raw.write_bytes(raw_file(preview=jpeg_bytes((64, 48), RED), make="Leica"))
-    st = raw.stat()
-    assert file_facts(str(raw), st.st_size, st.st_mtime_ns).camera_make == "Leica"  # type: ignore[union-attr]
-    assert file_facts(str(tmp_path / "gone.jpg"), 1, 1) is None
+    paths = [str(jpeg), str(raw)]
+    for jpeg_on_device in (False, True):
+        items = [DecodeDataset(paths, Preprocessor(32), jpeg_bytes=jpeg_on_device, exif=True)[i] for i in range(2)]
+        assert [d.error for d in items] == [None, None]
+        assert items[0].photo == read_facts(jpeg.read_bytes())
+        assert (items[0].photo.camera_make, items[0].photo.taken_at) == ("Canon", "2020-01-01T00:00:00")  # type: ignore[union-attr]
+        assert items[1].photo.camera_make == "Leica"  # type: ignore[union-attr]
+    assert DecodeDataset(paths, Preprocessor(32))[0].photo is None
