@@ -2,7 +2,8 @@
 same extractor, model alone and end to end, with the thread, batch and worker settings the
 defaults come from.
 
-  model     images/s of each runtime's embed on the same uint8 canvases (probe scenes),
+  model     images/s of each runtime's embed (and OpenVINO in bfloat16, openvino-bf16, on a
+            CPU that runs it natively) on the same uint8 canvases (probe scenes),
             batches interleaved round-robin so that the load of a shared machine falls on
             every runtime alike, before and after e2e, averaged; each runtime's lowest
             cosine with PyTorch's vectors.
@@ -48,8 +49,15 @@ from retrieval.runtimes import create_runtime_extractor
 from retrieval.extractors import Extractor, ExtractorConfig  # noqa: E402
 from retrieval.options import EngineOptions  # noqa: E402
 from retrieval.runtimes.choice import probe_batch  # noqa: E402
+from retrieval.runtimes.openvino_runtime import native_bf16  # noqa: E402
 from retrieval.runtimes.session import installed  # noqa: E402
 from retrieval.runtimes.threads import available_cores  # noqa: E402
+
+
+def _mode(name: str) -> tuple[str, str]:
+    """(runtime, precision) of a mode: a runtime's name, or openvino-bf16."""
+    runtime, _, precision = name.partition("-")
+    return runtime, precision or "auto"
 
 
 def model_speed(extractors: dict[str, Extractor], batch: int, rounds: int) -> dict[str, dict[str, float]]:
@@ -74,7 +82,7 @@ def model_speed(extractors: dict[str, Extractor], batch: int, rounds: int) -> di
 def with_threads(runtime: str, config: ExtractorConfig, threads: int) -> Extractor:
     os.environ["RETRIEVE_THREADS"] = str(threads)
     try:
-        return create_runtime_extractor(config, "cpu", runtime=runtime)
+        return create_runtime_extractor(config, "cpu", _mode(runtime)[1], runtime=_mode(runtime)[0])
     finally:
         del os.environ["RETRIEVE_THREADS"]
 
@@ -83,7 +91,8 @@ def end_to_end(runtime: str, folder: Path, workers: int, batch: int) -> float:
     """images/s of Engine.add on every file of `folder` into a new index (model warm)."""
     paths = sorted(folder.iterdir())
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        options = EngineOptions(device="cpu", runtime=runtime, workers=workers, batch_size=batch)
+        options = EngineOptions(device="cpu", runtime=_mode(runtime)[0], precision=_mode(runtime)[1], workers=workers,
+                                batch_size=batch)
         Engine.create(Path(tmp) / "bundle", options=options).close()  # opened again: the runtime builds its model
         with Engine.open(Path(tmp) / "bundle", options=options) as engine:
             engine.extractor  # noqa: B018 - loaded before the clock starts, as a warm engine would be
@@ -117,9 +126,10 @@ def quality(runtime: str, paths: list[Path]) -> float:
     """Leave-one-out mAP (relevant: same Caltech-101 category) of `paths` embedded by `runtime`."""
     from retrieval.evaluation.metrics import evaluate
 
+    options = EngineOptions(device="cpu", runtime=_mode(runtime)[0], precision=_mode(runtime)[1])
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        Engine.create(Path(tmp) / "bundle").close()
-        with Engine.open(Path(tmp) / "bundle", options=EngineOptions(device="cpu", runtime=runtime)) as engine:
+        Engine.create(Path(tmp) / "bundle", options=options).close()
+        with Engine.open(Path(tmp) / "bundle", options=options) as engine:
             engine.add(paths)
             ids = [engine.catalog.resolve_ids([str(p)], strict=True).pop() for p in paths]
             vectors = engine.vectors(ids)
@@ -140,15 +150,17 @@ def main() -> None:
 
     load_start = os.getloadavg()[0]
     config = ExtractorConfig()
-    runtimes = ["torch", *(name for name in ("onnx", "openvino") if installed(name))]
-    extractors = {name: create_runtime_extractor(config, "cpu", runtime=name) for name in runtimes}
+    exact = ["torch", *(name for name in ("onnx", "openvino") if installed(name))]
+    runtimes = [*exact, *(["openvino-bf16"] if installed("openvino") and native_bf16() else [])]
+    extractors = {name: create_runtime_extractor(config, "cpu", _mode(name)[1], runtime=_mode(name)[0])
+                  for name in runtimes}
     out: dict[str, Any] = {"cores": available_cores(), "batch": args.batch, "load_start": load_start}
     before = model_speed(extractors, args.batch, args.rounds)
     cores = available_cores()
     by_threads = {f"{name}-{threads}": with_threads(name, config, threads)
                   for name in runtimes[1:] for threads in sorted({1, cores})}
     out["threads"] = {key: m["images_per_s"] for key, m in model_speed(by_threads, args.batch, args.rounds).items()}
-    fastest = max(runtimes[1:] or ["torch"], key=lambda n: before[n]["images_per_s"])
+    fastest = max(exact[1:] or ["torch"], key=lambda n: before[n]["images_per_s"])  # what auto picks: float32
     out["batch_sizes"] = {str(b): model_speed({fastest: extractors[fastest]}, b, args.rounds)[fastest]["images_per_s"]
                           for b in (1, 8, 32)}
     sources = split_files(args.source, "train")
@@ -165,8 +177,8 @@ def main() -> None:
         bundle = Path(tmp) / "bundle"
         with Engine.create(bundle, options=EngineOptions(device="cpu", runtime=fastest)) as engine:
             engine.add(sorted(folder.iterdir())[:100])
-        out["query"] = {name: query_latency(name, bundle, queries) for name in [*runtimes, "auto"]}
-        out["cold_query_s"] = {name: cold_query(name, bundle, queries[0]) for name in [*runtimes, "auto"]}
+        out["query"] = {name: query_latency(name, bundle, queries) for name in [*exact, "auto"]}  # a float32 index
+        out["cold_query_s"] = {name: cold_query(name, bundle, queries[0]) for name in [*exact, "auto"]}
     if args.quality:
         labelled = split_files(args.source, "test")[: args.quality]
         out["map"] = {name: quality(name, labelled) for name in runtimes}
@@ -176,7 +188,7 @@ def main() -> None:
     torch_speed = out["model"]["torch"]["images_per_s"]
     print(f"model only, batch {args.batch}, {cores} cores (load {load_start:.1f} -> {out['load_end']:.1f}):")
     for name, m in out["model"].items():
-        print(f"  {name:9s} {m['images_per_s']:6.1f} images/s ({m['before']:.1f} before e2e, {m['after']:.1f} after)  "
+        print(f"  {name:13s} {m['images_per_s']:6.1f} images/s ({m['before']:.1f} before e2e, {m['after']:.1f} after)  "
               f"{m['images_per_s'] / torch_speed:4.2f}x  min cosine {m['min_cosine']:.6f}")
     print("threads:", {k: round(v, 1) for k, v in out["threads"].items()})
     print(f"batch sizes ({fastest}):", {k: round(v, 1) for k, v in out["batch_sizes"].items()})

@@ -92,6 +92,11 @@ class Manifest:
     interpolation: str
     normalisation: str = "l2"
     extra: dict[str, Any] = field(default_factory=dict)
+    # "bf16": the vectors were made in bfloat16 on a CPU (--precision bf16; OpenVINO, or PyTorch
+    # on a CPU with native bf16), a choice that changes them (cosine ~0.997 to float32), so the
+    # index keeps making them that way and float32 ones are never mixed in. GPU autocast is not
+    # recorded: it accumulates in float32 and its vectors fit either kind of index.
+    precision: str = "fp32"
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide compatibility (a weights *path* does not; its digest does)."""

@@ -3,15 +3,17 @@ Runtime or OpenVINO on the CPU, where they are several times faster than PyTorch
 
 ``--runtime`` (:data:`retrieval.options.RUNTIMES`): ``torch`` runs the PyTorch extractor;
 ``onnx`` and ``openvino`` run its exported graph (:mod:`.graph`, cached by :mod:`.cache`)
-in that runtime (:mod:`.session`); ``auto`` is PyTorch on a GPU or in reduced precision,
-and on the CPU in float32 the fastest installed runtime whose vectors agree with
-PyTorch's (:mod:`.choice`). Every runtime gives the PyTorch extractor's manifest, so an
+in that runtime (:mod:`.session`); ``auto`` is PyTorch on a GPU, OpenVINO for bfloat16 on
+the CPU (PyTorch without it), and on the CPU in float32 the fastest installed runtime whose
+vectors agree with PyTorch's (:mod:`.choice`). bfloat16 on the CPU is recorded in the
+manifest (an index keeps making its vectors that way). Every runtime gives the PyTorch extractor's manifest, so an
 index built with one is searched with another.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,10 +50,17 @@ def create_runtime_extractor(config: ExtractorConfig, device: str | torch.device
     from .threads import intra_op_threads
 
     runtime, dev = check_runtime(runtime), resolve_device(device)
+    if precision == "auto" and known is not None and known.precision != "fp32":
+        precision = known.precision  # the index's recorded choice, wherever it is opened
     exact = resolve_precision(precision, dev)
-    on_cpu = dev.type == "cpu" and exact == "fp32"
+    if dev.type == "cpu" and exact != "fp32":
+        return _reduced_on_cpu(config, exact, runtime, known)
+    on_cpu = dev.type == "cpu"
     if runtime == "torch" or (runtime == "auto" and not on_cpu):
-        return create_extractor(config, dev, exact)
+        built = create_extractor(config, dev, exact)
+        if known is not None and known.precision == exact:  # GPU autocast fits a bf16 index as well
+            built.manifest = replace(built.manifest, precision=exact)
+        return built
     if not on_cpu:
         raise RuntimeUnsupportedError(f"runtime {runtime} runs float32 on the CPU only (here: {dev.type}, "
                                       f"{exact}); use --runtime torch or auto")
@@ -68,6 +77,49 @@ def create_runtime_extractor(config: ExtractorConfig, device: str | torch.device
     source = create_extractor(config, dev, exact)
     built = graph_extractor(runtime, source.manifest, source, intra_op_threads())
     assert built is not None  # with a source to export from, it is built or raises
+    return built
+
+
+def _reduced_on_cpu(config: ExtractorConfig, precision: str, runtime: str, known: Manifest | None) -> Extractor:
+    """`--precision bf16` on the CPU: OpenVINO's bfloat16 graph where installed (``auto`` and
+    ``openvino``), else PyTorch's autocast (``auto`` and ``torch``); only on a CPU that runs
+    bfloat16 natively, since emulated it is slower than float32. The manifest records it.
+
+    Raises:
+        RuntimeUnsupportedError: another reduced precision, ONNX Runtime, or a CPU
+            without native bfloat16.
+        RuntimeUnavailableError: ``openvino`` asked for and not installed.
+    """
+    from ..extractors import create_extractor
+    from .session import installed
+    from .threads import intra_op_threads
+
+    if precision != "bf16":
+        raise RuntimeUnsupportedError(f"{precision} runs on a GPU only; on the CPU choose fp32 or bf16")
+    if runtime == "onnx":
+        raise RuntimeUnsupportedError("runtime onnx runs float32 on the CPU only; bf16 runs in --runtime openvino "
+                                      "or torch")
+    if runtime == "openvino" or (runtime == "auto" and installed("openvino")):
+        from .graphs import graph_extractor
+        from .openvino_runtime import native_bf16
+
+        if not native_bf16():
+            raise RuntimeUnsupportedError("this CPU has no native bfloat16 (AVX512-BF16 or AMX): OpenVINO would "
+                                          "emulate it, slower than float32; use --precision fp32")
+        warm = graph_extractor("openvino", known, None, intra_op_threads(), "bf16") if known is not None else None
+        if warm is not None:
+            return warm
+        source = create_extractor(config, "cpu", "fp32")
+        built = graph_extractor("openvino", source.manifest, source, intra_op_threads(), "bf16")
+        assert built is not None  # with a source to export from, it is built or raises
+        return built
+    import torch
+
+    if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        raise RuntimeUnsupportedError("this CPU has no native bfloat16 (AVX512-BF16 or AMX): PyTorch would emulate "
+                                      "it, slower than float32; use --precision fp32")
+    built = create_extractor(config, "cpu", "bf16")
+    built.manifest = replace(built.manifest, precision="bf16")
     return built
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from ..extractors.base import Extractor
 from ..extractors.config import Manifest
 from ..extractors.denoise import Denoiser
 from .cache import OPSET, CachedGraph, graph_key
-from .errors import ExportFailedError, RuntimeUnavailableError
+from .errors import ExportFailedError, RuntimeUnavailableError, RuntimeUnsupportedError
 from .graph import export_denoiser, export_descriptor
 from .session import GraphDenoiser, GraphExtractor, Session, open_session
 
@@ -30,7 +31,9 @@ INPUTS = {  # what a descriptor graph takes and gives, recorded in every sidecar
 
 
 def descriptor_graph(manifest: Manifest) -> CachedGraph:
-    """The cache entry of `manifest`'s descriptor graph (which may not exist yet)."""
+    """The cache entry of `manifest`'s descriptor graph (which may not exist yet): one
+    float32 graph whatever precision a runtime then compiles it in."""
+    manifest = replace(manifest, precision="fp32")
     info: dict[str, Any] = {"manifest": manifest.to_dict(), "opset": OPSET, "io": INPUTS}
     return CachedGraph(graph_key("descriptor", manifest.identity()), info)
 
@@ -41,8 +44,9 @@ def denoiser_graph(denoiser: Denoiser, image_size: int) -> CachedGraph:
     return CachedGraph(graph_key("denoiser", identity), {"denoiser": identity, "opset": OPSET})
 
 
-def _load(runtime: str, cached: CachedGraph, export: Callable[[Path], None] | None, threads: int) -> Session | None:
-    """`runtime`'s session on the cached graph, exported with `export` when missing or
+def _load(runtime: str, cached: CachedGraph, export: Callable[[Path], None] | None, threads: int,
+          precision: str = "fp32") -> Session | None:
+    """`runtime`'s session on the cached graph, in `precision`, exported with `export` when missing or
     damaged; a graph that fails to load is exported once more. None when the graph is not
     cached and there is nothing to export it from (`export` None).
 
@@ -56,8 +60,8 @@ def _load(runtime: str, cached: CachedGraph, export: Callable[[Path], None] | No
                 return None
             cached.ensure(export)
         try:
-            return open_session(runtime, cached.path, threads)
-        except RuntimeUnavailableError:
+            return open_session(runtime, cached.path, threads, precision)
+        except (RuntimeUnavailableError, RuntimeUnsupportedError):
             raise
         except Exception as e:  # runtimes raise their own types for a graph they reject
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -71,14 +75,17 @@ def _load(runtime: str, cached: CachedGraph, export: Callable[[Path], None] | No
     return None
 
 
-def graph_extractor(runtime: str, manifest: Manifest, source: Extractor | None, threads: int) -> GraphExtractor | None:
-    """`runtime` running `manifest`'s descriptor graph, exported from `source` (a PyTorch
-    extractor with that manifest) if it is not cached; None if it is not cached and
-    `source` is None (the caller then builds the PyTorch extractor and asks again)."""
+def graph_extractor(runtime: str, manifest: Manifest, source: Extractor | None, threads: int,
+                    precision: str = "fp32") -> GraphExtractor | None:
+    """`runtime` running `manifest`'s descriptor graph in `precision` (which its manifest
+    then records), exported from `source` (a PyTorch extractor with that manifest) if it is
+    not cached; None if it is not cached and `source` is None (the caller then builds the
+    PyTorch extractor and asks again)."""
     cached = descriptor_graph(manifest)
     export = None if source is None else (lambda path: export_descriptor(source, path, OPSET))
-    session = _load(runtime, cached, export, threads)
-    return None if session is None else GraphExtractor(manifest, runtime, session, cached.path)
+    session = _load(runtime, cached, export, threads, precision)
+    return None if session is None else GraphExtractor(replace(manifest, precision=precision), runtime, session,
+                                                       cached.path)
 
 
 def graph_denoiser(runtime: str, denoiser: Denoiser, image_size: int, threads: int) -> GraphDenoiser:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import RuntimeUnsupportedError
+
 __all__ = ["OnnxRuntimeSession", "version"]
 
 
@@ -20,8 +22,12 @@ class OnnxRuntimeSession:
     """One loaded graph. Intra-op threads as given; one inter-op thread and sequential
     execution, since these graphs are one chain of convolutions with nothing to run beside it."""
 
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, precision: str = "fp32") -> None:
         import onnxruntime as ort
+
+        if precision != "fp32":
+            raise RuntimeUnsupportedError(f"runtime onnx runs float32 only (asked: {precision}); "
+                                          "bf16 runs in --runtime openvino or torch")
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads

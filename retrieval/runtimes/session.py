@@ -61,8 +61,8 @@ def runtime_version(name: str) -> str:
     return str(importlib.import_module(RUNTIMES[name].module, __package__).version())
 
 
-def open_session(name: str, path: Path, threads: int) -> Session:
-    """Load the graph at `path` in runtime `name`.
+def open_session(name: str, path: Path, threads: int, precision: str = "fp32") -> Session:
+    """Load the graph at `path` in runtime `name`, computing in `precision`.
 
     Raises:
         RuntimeUnavailableError: the runtime is not installed.
@@ -73,7 +73,7 @@ def open_session(name: str, path: Path, threads: int) -> Session:
     if not installed(name):
         raise RuntimeUnavailableError(f"runtime {name} is not installed ({runtime.install}), "
                                       "or use --runtime torch")
-    return getattr(importlib.import_module(runtime.module, __package__), runtime.session)(path, threads)
+    return getattr(importlib.import_module(runtime.module, __package__), runtime.session)(path, threads, precision)
 
 
 class GraphExtractor(Extractor):
