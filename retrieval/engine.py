@@ -37,6 +37,7 @@ from .viewing import Viewing
 if TYPE_CHECKING:
 
     from .ann import SearchIndex
+    from .cluster import RayJob
     from .extractors import Extractor
     from .extractors.denoise import Denoiser, DenoisingExtractor
     from .indexing.run import IndexReport
@@ -208,18 +209,21 @@ class Engine(Searching, Viewing):
     # ------------------------------------------------------------------ writing
 
     def index(self, roots: Iterable[str | os.PathLike[str]], progress: Progress | None = None,
-              follow_links: bool = False) -> IndexReport:
+              follow_links: bool = False, ray: str | RayJob | None = None) -> IndexReport:
         """Bring the index in line with the image files below `roots`.
 
         New and changed files are embedded, unchanged ones skipped without decoding,
         vanished ones removed. Safe to interrupt: a rerun finishes the job. Symbolic
         links that lead out of every root are skipped (listed in the report's
         `skipped`) unless `follow_links`: a link to / must not index the machine.
+        With `ray` (a cluster's address, "local" to start Ray here, or a
+        :class:`~retrieval.cluster.RayJob`), what must be embedded is embedded by a Ray job
+        (needs the ``ray`` extra; see :mod:`retrieval.cluster`).
 
         Raises:
             RetrievalError: a root does not exist (nothing is removed in that case).
         """
-        return self._writer.sync(roots, follow_links, progress)
+        return self._writer.sync(roots, follow_links, progress, ray)
 
     def add(self, paths: Iterable[str | os.PathLike[str]], metadata: Mapping[str, Any] | None = None,
             progress: Progress | None = None) -> IndexReport:
@@ -298,7 +302,7 @@ class Engine(Searching, Viewing):
 
         local = (self._local.extract(), self._local.cache) if self._local else None
         return Writer(self.path, self.catalog, self._cache, self._lock, self.options, lambda: self.embedder("index"),
-                      local)
+                      self.manifest, local)
 
     # ------------------------------------------------------------------ the ANN cache
 

@@ -27,10 +27,11 @@ from .indexing.plan import Plan, plan_sync
 from .options import EngineOptions, Progress
 
 if TYPE_CHECKING:
-    from .extractors import Extractor
+    from .cluster import RayJob
+    from .extractors import Extractor, Manifest
     from .extractors.whitening import Whitening
     from .images.batches import LocalExtract
-    from .indexing.run import IndexReport
+    from .indexing.run import EmbedPhase, IndexReport
 
 __all__ = ["Writer"]
 
@@ -40,12 +41,13 @@ class Writer:
 
     Args:
         embedder: the extractor that embeds images at indexing time (built on first call).
+        manifest: the index's extractor, which a Ray job's workers build for themselves.
         local: in an index that keeps local features, what extracts them (in the decode
             workers) and the local-feature index, saved after each change like the ANN one.
     """
 
     def __init__(self, path: Path, catalog: Catalog, cache: AnnCache, lock: WriteLock, options: EngineOptions,
-                 embedder: Callable[[], Extractor],
+                 embedder: Callable[[], Extractor], manifest: Manifest,
                  local: tuple[LocalExtract, CatalogCache[Any]] | None = None) -> None:
         self.path = path
         self.catalog = catalog
@@ -54,6 +56,7 @@ class Writer:
         self.lock = lock
         self.options = options
         self.embedder = embedder
+        self.manifest = manifest
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -69,12 +72,15 @@ class Writer:
             yield
 
     def sync(self, roots: Iterable[str | os.PathLike[str]], follow_links: bool,
-             progress: Progress | None) -> IndexReport:
-        """Bring the index in line with the files below `roots` (see :meth:`Engine.index`).
+             progress: Progress | None, ray: str | RayJob | None = None) -> IndexReport:
+        """Bring the index in line with the files below `roots` (see :meth:`Engine.index`);
+        with `ray`, the plan's new contents are embedded by a Ray job (planned as here).
 
         Raises:
-            RetrievalError: a root does not exist (checked first: nothing is removed then).
+            RetrievalError: a root does not exist (checked first: nothing is removed then),
+                or `ray` is asked of an index it cannot embed for.
         """
+        phase = self._ray_phase(ray) if ray is not None else None
         absolute = [os.path.abspath(r) for r in roots]
         for r in absolute:
             if not os.path.exists(r):
@@ -85,7 +91,7 @@ class Writer:
                                               on_skip=lambda path, why: skipped.append((str(path), why)))]
             existing = self.catalog.rows_under(absolute)
             plan = plan_sync(self.catalog, files, existing, sweep=True, progress=progress, skipped=skipped)
-            return self._ingest(plan, progress)
+            return self._ingest(plan, progress, embed_phase=phase)
 
     def add(self, paths: Iterable[str | os.PathLike[str]], metadata: Mapping[str, Any] | None,
             progress: Progress | None) -> IndexReport:
@@ -143,7 +149,25 @@ class Writer:
         if self.local_cache is not None:
             self.local_cache.persist()
 
-    def _ingest(self, plan: Plan, progress: Progress | None, metadata: dict[str, Any] | None = None) -> IndexReport:
+    def _ray_phase(self, ray: str | RayJob) -> EmbedPhase:
+        """The embed phase run as a Ray job (:mod:`.cluster`), checked before any work.
+
+        Raises:
+            RetrievalError: the index keeps local features or denoises what it indexes
+                (the Ray workers build the plain extractor only), or Ray is not installed.
+        """
+        from .cluster import RayJob
+        from .cluster.phase import RayPhase
+
+        if self.local_extract is not None:
+            raise RetrievalError("--ray cannot index into an index that keeps local features; index without --ray")
+        if self.options.denoise is not None and self.options.denoise_at in ("index", "both"):
+            raise RetrievalError("--ray does not run a denoiser; index without --ray, or denoise queries only")
+        job = ray if isinstance(ray, RayJob) else RayJob(address=ray)
+        return RayPhase(job, self.path, self.manifest, self.options)
+
+    def _ingest(self, plan: Plan, progress: Progress | None, metadata: dict[str, Any] | None = None,
+                embed_phase: EmbedPhase | None = None) -> IndexReport:
         from .images.batches import default_workers  # these import torch
         from .indexing import run as ingest
 
@@ -151,7 +175,7 @@ class Writer:
         report = ingest.execute(plan, self.catalog, self.embedder, self.cache.sync,
                                 batch_size=self.options.batch_size, workers=default_workers(self.options.workers),
                                 metadata=metadata, progress=progress, decode=self.options.decode,
-                                local=self.local_extract)
+                                local=self.local_extract, embed_phase=embed_phase)
         self._persist()
         report.seconds = time.perf_counter() - start
         return report

@@ -20,6 +20,8 @@ if [ "$#" -gt 0 ]; then
 fi
 # The runtime tests get a process of their own: with ONNX Runtime's and OpenVINO's native
 # thread pools loaded beside PyTorch's, a long pytest process has died (SIGSEGV) in later
-# tests that start subprocesses; neither half has, run alone.
-.venv/bin/python -m pytest -q --ignore=tests/runtimes
-exec .venv/bin/python -m pytest -q tests/runtimes
+# tests that start subprocesses; neither half has, run alone. The Ray tests too: a local
+# Ray cluster's processes and threads stay out of the other tests' way.
+.venv/bin/python -m pytest -q --ignore=tests/runtimes --ignore=tests/cluster
+.venv/bin/python -m pytest -q tests/runtimes
+exec .venv/bin/python -m pytest -q tests/cluster

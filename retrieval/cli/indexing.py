@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
+from ..cluster.job import LOCAL
 from ..errors import RetrievalError
 from ..options import EngineOptions
 from .common import (
@@ -58,6 +59,12 @@ def index(
                              "retrieve[local]).")] = None,
     local_param: Annotated[Optional[list[str]], typer.Option(
         metavar="KEY=VALUE", help="Local-feature parameter, e.g. max_features=1000 (repeatable).")] = None,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Embed what is new on Ray: the cluster RAY_ADDRESS names, else a Ray started here; "
+                      "planning and the catalog stay here. Needs retrieve[ray].")] = False,
+    ray_address: Annotated[Optional[str], typer.Option(
+        metavar="ADDRESS", help="Embed on the Ray cluster at ADDRESS (auto, ray://head:10001); implies --ray.")]
+    = None,
     json_out: JsonOut = False,
     quiet: Quiet = False,
 ) -> None:
@@ -89,7 +96,8 @@ def index(
                 progress_bar(not quiet) as progress:
             try:
                 removed, _ = engine.exclude(exclude, strict=False) if exclude else (0, [])
-                report = engine.index(folders, progress=progress, follow_links=follow_links)
+                report = engine.index(folders, progress=progress, follow_links=follow_links,
+                                      ray=ray_address or (LOCAL if ray else None))
                 report.removed += removed  # what --exclude took out is this command's removal too
             finally:
                 first.filled = len(engine) > 0

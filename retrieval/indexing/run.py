@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from ..images.embedding import EmbedLoop
 from ..options import Progress
 from .plan import Plan
 
-__all__ = ["IndexReport", "execute"]
+__all__ = ["EmbedPhase", "IndexReport", "batch_records", "execute"]
 
 
 @dataclass
@@ -75,15 +75,26 @@ class IndexReport:
         return ", ".join(f"{suffix} {n}" for suffix, n in counts.most_common())
 
 
+EmbedPhase = Callable[[Plan, Catalog, Callable[[], object], dict[str, Any] | None, Progress | None, IndexReport],
+                      None]
+"""What embeds and commits a plan's new contents in place of the local loop: called with
+(plan, catalog, after_batch, metadata, progress, report); it counts what it writes in the
+report, through :func:`batch_records`."""
+
+
 def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], after_batch: Callable[[], object],
             *, batch_size: int, workers: int, metadata: dict[str, Any] | None = None,
-            progress: Progress | None = None, decode: str = "auto", local: LocalExtract | None = None) -> IndexReport:
+            progress: Progress | None = None, decode: str = "auto", local: LocalExtract | None = None,
+            embed_phase: EmbedPhase | None = None) -> IndexReport:
     """Write what the plan says; `extractor` is called only if something must be embedded.
 
     `after_batch` runs after every commit (the Engine catches its ANN index up there).
     `decode` says where JPEGs are decoded (see :func:`~retrieval.images.device.decodes_on_device`).
     `local`, in an index that keeps local features, extracts them beside each embedding;
     a copy of indexed content takes its source's, as it takes its vector.
+    `embed_phase`, when given, embeds and commits the plan's new contents instead of this
+    process's loop (a Ray job, :mod:`retrieval.cluster`): everything else stays as here. It
+    is called even with nothing to embed, to clear what a killed job of its own left behind.
     """
     start = time.perf_counter()
     report = IndexReport(unchanged=plan.unchanged, removed=len(plan.removals),
@@ -102,7 +113,9 @@ def execute(plan: Plan, catalog: Catalog, extractor: Callable[[], Extractor], af
     report.duplicates = len(copies)
     if plan.moves or copies or plan.failed or plan.touches:
         catalog.apply(plan.moves + copies + plan.failed, touches=plan.touches)
-    if plan.embed:
+    if embed_phase is not None:
+        embed_phase(plan, catalog, after_batch, metadata, progress, report)
+    elif plan.embed:
         _embed(plan, catalog, extractor(), after_batch, batch_size, workers, decode, metadata, progress, report,
                local)
     if plan.removals:
@@ -116,7 +129,7 @@ def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Call
            progress: Progress | None, report: IndexReport, local: LocalExtract | None) -> None:
     """Embed the plan's new contents, committing each batch while the next one embeds."""
     def commit(batch: DecodedBatch, vectors: np.ndarray | None) -> None:
-        catalog.apply(_records(plan, batch, vectors, metadata, report))
+        catalog.apply(batch_records(plan, batch.items, vectors, batch.failures, metadata, report))
         after_batch()
 
     EmbedLoop([s.path for s, _ in plan.embed], extractor.preprocessor,
@@ -125,11 +138,13 @@ def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Call
               progress=progress, phase="embedding", write=commit, local=local, exif=True).run()
 
 
-def _records(plan: Plan, batch: DecodedBatch, vectors: np.ndarray | None, metadata: dict[str, Any] | None,
-             report: IndexReport) -> list[FileRecord]:
-    """Rows for one embedded batch's files, their twins and its failures (run by the writer)."""
+def batch_records(plan: Plan, items: Sequence[Decoded], vectors: np.ndarray | None, failures: Sequence[Decoded],
+                  metadata: dict[str, Any] | None, report: IndexReport) -> list[FileRecord]:
+    """Rows for one embedded batch's files (`items`, each `Decoded.index` a position in
+    ``plan.embed``, with `vectors` in the same order), their twins and its `failures`, counted
+    in `report`: by the local writer thread, and by the loader of a Ray job's shards."""
     records: list[FileRecord] = []
-    for item, vec in zip(batch.items, vectors if vectors is not None else []):
+    for item, vec in zip(items, vectors if vectors is not None else []):
         fresh = _with_twins(plan, item, metadata, width=item.width, height=item.height, format=item.format,
                             vector=np.asarray(vec), local=item.local, photo=item.photo)
         report.embedded += 1
@@ -137,7 +152,7 @@ def _records(plan: Plan, batch: DecodedBatch, vectors: np.ndarray | None, metada
         report.updated += sum(r.id is not None for r in fresh)
         report.duplicates += len(fresh) - 1
         records += fresh
-    for item in batch.failures:
+    for item in failures:
         bad = _with_twins(plan, item, metadata, status=STATUS_FAILED, error=item.error)
         report.failed += [(r.path, item.error or "") for r in bad]
         records += bad
