@@ -1,7 +1,7 @@
 """retrieve: content-based image retrieval with CNN embeddings and ANN indexes.
 
->>> from retrieval import Engine
->>> with Engine.create("indexes/photos", exist_ok=True) as engine:
+>>> from retrieval import Engine, index_path
+>>> with Engine.create(index_path("photos"), exist_ok=True) as engine:  # the CLI's `-i photos`
 ...     engine.index(["~/Pictures"])
 ...     hits = engine.search("query.jpg", k=10)
 
@@ -24,10 +24,12 @@ if TYPE_CHECKING:
     from .engine import Engine, IndexReport
     from .extractors import ExtractorConfig, Manifest, list_backbones
     from .filters import Filter
+    from .home import index_path
     from .query import Hit
 
 __all__ = [
     "Engine", "EngineOptions", "Hit", "IndexReport", "Filter", "ExtractorConfig", "Manifest", "list_backbones",
+    "index_path",
     "RetrievalError", "BadImageError", "BadQueryError", "ExtractorMismatchError", "IndexBusyError",
     "IndexExistsError", "IndexNotFoundError", "UnknownNameError", "WeightsUnavailableError",
 ]
@@ -35,7 +37,7 @@ __version__ = "0.2.0"
 
 _LAZY = {
     "Engine": "engine", "IndexReport": "engine", "Hit": "query", "Filter": "filters",
-    "ExtractorConfig": "extractors", "Manifest": "extractors", "list_backbones": "extractors",
+    "ExtractorConfig": "extractors", "Manifest": "extractors", "list_backbones": "extractors", "index_path": "home",
 }
 
 

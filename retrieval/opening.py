@@ -140,7 +140,8 @@ def open_bundle(path: Path, extractor: ExtractorSpec, options: EngineOptions) ->
         ExtractorMismatchError: `extractor` is not the one the index was built with.
     """
     if not (path / CATALOG_FILE).is_file():
-        raise IndexNotFoundError(f"no index at {path} (create one with `retrieve index DIR --index-dir {path}`)")
+        raise IndexNotFoundError(f"no index at {path} (create one with `retrieve index DIR --index-dir {path}`, "
+                                 "or point at another with --index-dir NAME|PATH; `retrieve indexes` lists the named ones)")
     catalog = Catalog(path / CATALOG_FILE)
     try:
         raw = catalog.get_json("manifest")

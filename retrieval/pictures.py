@@ -27,7 +27,7 @@ from .errors import BadImageError, BadQueryError
 from .images.decode import load_image
 from .images.files import FileBytes, read_file
 
-__all__ = ["THUMBNAIL_FOLDER", "THUMBNAIL_SIZES", "Picture", "original", "thumbnail"]
+__all__ = ["THUMBNAIL_FOLDER", "THUMBNAIL_SIZES", "Picture", "original", "render_thumbnail", "thumbnail"]
 
 THUMBNAIL_SIZES = (64, 128, 256, 512)
 """The long sides a thumbnail may have: a fixed few, so the cache holds at most four files
@@ -71,13 +71,23 @@ def thumbnail(bundle: Path, row: ImageRow, size: int) -> Picture:
     cached = bundle / THUMBNAIL_FOLDER / str(size) / f"{row.content_hash}.jpg"
     with contextlib.suppress(OSError):
         return Picture(cached.read_bytes(), "image/jpeg", etag)
-    image = load_image(_indexed_bytes(row), draft_size=size).image
+    data = render_thumbnail(_indexed_bytes(row), size)
+    _store(cached, data)
+    return Picture(data, "image/jpeg", etag)
+
+
+def render_thumbnail(source: str | FileBytes, size: int) -> bytes:
+    """A JPEG of `source` (a path or bytes read) upright, fitted in `size` x `size`: JPEGs
+    decode at a reduced scale first, so a thumbnail of a large photo costs little.
+
+    Raises:
+        BadImageError: it cannot be read or decoded.
+    """
+    image = load_image(source, draft_size=size).image
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     image.save(out, "JPEG", quality=_JPEG_QUALITY, optimize=True)
-    data = out.getvalue()
-    _store(cached, data)
-    return Picture(data, "image/jpeg", etag)
+    return out.getvalue()
 
 
 def _indexed_bytes(row: ImageRow) -> FileBytes:

@@ -1,12 +1,12 @@
 """The Engine's searches: by image, vector or id, batches of them, similar, recommend,
-duplicates. A part of :class:`retrieval.engine.Engine` (which inherits it), kept apart so
-that each module holds one concept; the ranking itself is :mod:`.query` and, for the same
-object, :mod:`.instance`.
+duplicates; and the stored vectors themselves. A part of :class:`retrieval.engine.Engine`
+(which inherits it), kept apart so that each module holds one concept; the ranking itself
+is :mod:`.query` and, for the same object, :mod:`.instance`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -151,6 +151,28 @@ class Searching:
         from .query import stored_vectors
 
         return stored_vectors(self.catalog, list(ids), "vectors")
+
+    def iter_vectors(self, block: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every indexed image's id and stored unit vector, in id order, in blocks of at most
+        `block`: (ids (n,) int64, vectors (n, dim) float32). For exports and models of one's
+        own over any size of index: one block is in memory at a time.
+
+        The blocks are read in one snapshot of the catalog, as are other reads made
+        between them on this thread (:meth:`image_infos` of a block's ids): a concurrent
+        indexing run changes none of what one iteration sees. Exhaust or close the iterator
+        to end the snapshot.
+
+        Raises:
+            BadQueryError: `block` is not a positive integer.
+        """
+        if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+            raise BadQueryError(f"block must be a positive integer, not {block!r}")
+
+        def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:  # a generator: the check above runs at the call
+            with self.catalog.snapshot():
+                yield from self.catalog.iter_vectors(block)
+
+        return blocks()
 
     def duplicates(self, threshold: float | None = duplicates.DEFAULT_THRESHOLD,
                    progress: Progress | None = None) -> list[duplicates.DuplicateGroup]:

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The GPU checks, in one command for a short lease of a GPU machine (about 5 minutes on an H100):
 #   bench_index at batch 256 (JPEGs decoded on the GPU) with the naive loop, with CPU decoding,
-#   at batch 512; then `retrieve index` and two cold `retrieve query` runs from the CLI.
+#   at batch 512, with 12 decode workers; then `retrieve index` and two cold `retrieve query` runs from the CLI.
 # Results (JSON and logs) go to $OUT (default /tmp/bench_gpu).
 #
 #   SOURCE=../shared/data/caltech101 bash scripts/bench_gpu.sh
@@ -31,6 +31,7 @@ run() {
 run b256 --batch-size 256 --naive-count "$NAIVE" --model-seconds 5
 run b256cpu --batch-size 256 --decode cpu --skip-naive --model-seconds 3 --queries 30
 run b512 --batch-size 512 --skip-naive --model-seconds 3 --queries 30
+run b256w12 --batch-size 256 --workers 12 --skip-naive --model-seconds 3 --queries 30   # is "up to 4" right here?
 echo "== retrieve index, then two cold queries"
 rm -rf /tmp/bench_gpu_index
 $PY -m retrieval.cli index "bench-data/images-$COUNT" --index-dir /tmp/bench_gpu_index --device "$DEV" --batch-size 256 \

@@ -38,9 +38,10 @@ def pytorch_runtime_and_private_cache(tmp_path_factory: pytest.TempPathFactory) 
     does): `auto` would export and time ONNX graphs for each new extractor, and ONNX Runtime's,
     OpenVINO's and PyTorch's thread pools all in one long pytest process have crashed it.
     Graphs any test exports go to a folder of this session, never the user's cache."""
-    saved = {k: os.environ.get(k) for k in ("RETRIEVE_RUNTIME", "RETRIEVE_CACHE_DIR")}
+    saved = {k: os.environ.get(k) for k in ("RETRIEVE_RUNTIME", "RETRIEVE_CACHE_DIR", "RETRIEVE_HOME")}
     os.environ["RETRIEVE_RUNTIME"] = "torch"
     os.environ["RETRIEVE_CACHE_DIR"] = str(tmp_path_factory.mktemp("retrieve-cache"))
+    os.environ["RETRIEVE_HOME"] = str(tmp_path_factory.mktemp("retrieve-home"))  # never the user's data folder
     yield
     for key, value in saved.items():
         if value is None:

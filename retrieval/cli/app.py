@@ -10,10 +10,12 @@ from typing import Annotated
 import typer
 
 from .. import __version__
-from . import dupes, evaluate, export, indexing, manage, meta, search, serve, train
+from . import dupes, evaluate, export, indexing, manage, meta, search, serve, train, vectors
 from .common import ESCAPING, GROUP_SETTINGS, RetrieveGroup, set_verbosity
 
-app = typer.Typer(name="retrieve", cls=RetrieveGroup, **GROUP_SETTINGS)
+# Only the root offers --install-completion and --show-completion (Click completes every
+# subcommand and option from there); shellingham detects the shell when they are used.
+app = typer.Typer(name="retrieve", cls=RetrieveGroup, **{**GROUP_SETTINGS, "add_completion": True})
 
 
 def _print_version(asked: bool) -> None:
@@ -33,8 +35,9 @@ def root(
 ) -> None:
     """Content-based image retrieval: index folders of images, find similar ones.
 
-    The index lives in indexes/default unless --index-dir (or RETRIEVE_INDEX_DIR) says
-    otherwise. Results go to stdout, progress and errors to stderr.
+    The index is the one named default, in the data folder ($RETRIEVE_HOME, else the
+    platform's per-user data folder), unless --index-dir (or RETRIEVE_INDEX_DIR) names
+    another or gives a folder path. Results go to stdout, progress and errors to stderr.
     """
     set_verbosity(ctx, verbose)
 
@@ -42,6 +45,7 @@ def root(
 app.command("index")(indexing.index)
 app.command("query", epilog=ESCAPING)(search.query)
 app.command("info")(manage.info)
+app.command("indexes")(manage.indexes)
 app.command("remove")(manage.remove)
 app.command("meta")(meta.meta)
 app.command("reindex")(indexing.reindex)
@@ -49,6 +53,7 @@ app.command("tag")(manage.tag)
 app.command("dupes", epilog=ESCAPING)(dupes.dupes)
 app.command("eval")(evaluate.evaluate)
 app.command("export")(export.export)
+app.command("export-vectors")(vectors.export_vectors)
 app.command("serve")(serve.serve)
 app.add_typer(train.app, name="train")
 

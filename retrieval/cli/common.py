@@ -16,10 +16,12 @@ could break or forge a line. ``--json`` and ``--null`` give paths exactly.
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -32,7 +34,7 @@ from ..options import DECODE_MODES, PRECISIONS, RUNTIMES, EngineOptions, Progres
 if TYPE_CHECKING:
     from typer._click import Context as ClickContext  # what Click passes to invoke (typer vendors Click)
 
-DEFAULT_INDEX_DIR = Path("indexes/default")
+DEFAULT_INDEX_DIR = Path("default")  # the index named default, in the data folder
 GROUP_SETTINGS: dict[str, Any] = {  # for every typer.Typer of the command line
     "rich_markup_mode": None,  # plain Click help: option types as their metavars, no boxes
     "pretty_exceptions_enable": False,
@@ -47,8 +49,21 @@ ESCAPING = ("Text output writes a backslash, tab, newline and any other unprinta
 
 # ---------------------------------------------------------------------- option types
 
+def resolve_index_dir(value: Path | str) -> Path:
+    """The --index-dir value, a name or a path, as the absolute folder it stands for (a
+    parser, not a callback: it must see ``./work`` before pathlib drops the ``./``)."""
+    from ..home import index_path
+
+    try:
+        return index_path(value)
+    except RetrievalError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
 IndexDir = Annotated[Path, typer.Option(
-    "--index-dir", "-i", envvar="RETRIEVE_INDEX_DIR", metavar="DIR", help="Index bundle folder.")]
+    "--index-dir", "-i", envvar="RETRIEVE_INDEX_DIR", metavar="NAME|DIR", parser=resolve_index_dir,
+    help="The index: a name, kept in the data folder ($RETRIEVE_HOME, else the platform's per-user data "
+         "folder; `retrieve indexes` lists them), or a folder path (with a / in it, e.g. ./work).")]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of text.")]
 NullOut = Annotated[bool, typer.Option(
     "--null", "-0", help="Print only the paths, each ended by a NUL byte, exactly as stored (for xargs -0).")]
@@ -86,6 +101,23 @@ def image_refs(items: Sequence[str]) -> list[int | str]:
     """Command-line image references: all digits is an indexed id, anything else a path
     (write ``./42`` for a file named 42)."""
     return [int(item) if item.isdigit() else item for item in items]
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:([kmgt])(i)?)?b?\s*", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """A byte count as people write it: 50000, 50k, 2M, 1.5G, 300KB (powers of 1000, as
+    file managers show sizes), or 64KiB (powers of 1024)."""
+    found = _SIZE.fullmatch(text)
+    if found is None:
+        raise typer.BadParameter(f"{text!r} is not a size: give bytes, or a number with k, M, G or T (50k, 2M)")
+    number, unit, binary = found.groups()
+    power = "kmgt".index(unit.lower()) + 1 if unit else 0
+    return int(Decimal(number) * (1024 if binary else 1000) ** power)  # Decimal: 1.005k is 1005, not 1004
+
+
+ByteSize = Annotated[Optional[int], typer.Option(parser=parse_size, metavar="SIZE")]  # 50k, 2M: see parse_size
 
 
 def parse_pairs(items: Sequence[str] | None, option: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import typer
 from ..options import EngineOptions
 from .common import (
     RUN_DEFAULTS, BatchSize, Denoise, Device, Extractor, JsonOut, Precision, Quiet, Runtime, Workers, note, print_json,
-    print_rows, progress_bar, report_failures,
+    print_rows, progress_bar, report_failures, resolve_index_dir,
 )
 
 if TYPE_CHECKING:
@@ -25,13 +25,14 @@ def evaluate(
     queries: ImageList = None,
     gallery: ImageList = None,
     index_dir: Annotated[Optional[Path], typer.Option(
-        "--index-dir", "-i", metavar="DIR", show_default="a temporary one",
-        help="Index folder to evaluate in (created if missing); gallery images it lacks are added.")] = None,
+        "--index-dir", "-i", metavar="NAME|DIR", show_default="a temporary one", parser=resolve_index_dir,
+        help="Index to evaluate in, a name or a folder path (created if missing); gallery images it lacks are "
+             "added.")] = None,
     extractor: Extractor = None,
     denoise: Denoise = None,
-    k: Annotated[Optional[list[int]], typer.Option(
-        "-k", min=1, metavar="N", show_default=", ".join(map(str, DEFAULT_CUTOFFS)),
-        help="Cut-off for P@k and R@k (repeatable).")] = None,
+    at: Annotated[Optional[list[int]], typer.Option(
+        "--at", min=1, metavar="N", show_default=", ".join(map(str, DEFAULT_CUTOFFS)),
+        help="Cut-off N for P@N and R@N (repeatable).")] = None,
     device: Device = RUN_DEFAULTS.device,
     precision: Precision = RUN_DEFAULTS.precision,
     runtime: Runtime = RUN_DEFAULTS.runtime,
@@ -61,7 +62,7 @@ def evaluate(
     with tempfile.TemporaryDirectory(prefix="retrieve-eval-") as tmp:
         with Engine.create(index_dir or Path(tmp), extractor, exist_ok=True, options=options) as engine, \
                 progress_bar(not quiet) as progress:
-            report = evaluate_engine(engine, gallery_set, query_set, k or DEFAULT_CUTOFFS, progress)
+            report = evaluate_engine(engine, gallery_set, query_set, at or DEFAULT_CUTOFFS, progress)
             config = engine.manifest.config
     _print_report(report, config, json_out)
 

@@ -12,6 +12,7 @@ import typer
 
 from ..cluster.job import LOCAL
 from ..errors import RetrievalError
+from ..extractors.config import ExtractorConfig
 from ..options import EngineOptions
 from .common import (
     DEFAULT_INDEX_DIR, RUN_DEFAULTS, Backend, BackendParams, BatchSize, Decode, Denoise, Device, Extractor, IndexDir,
@@ -22,22 +23,29 @@ from .common import (
 if TYPE_CHECKING:
     from ..indexing.run import IndexReport
 
+NEW = ExtractorConfig()  # what a new index embeds with when no extractor option is given
+
 
 def index(
     folders: Annotated[list[Path], typer.Argument(metavar="FOLDER", hidden=True)],
     index_dir: IndexDir = DEFAULT_INDEX_DIR,
     backbone: Annotated[Optional[str], typer.Option(
-        metavar="NAME", help="CNN backbone (a wrong name lists them).")] = None,
+        metavar="NAME", show_default=f"{NEW.backbone} for a new index, else its own",
+        help="CNN backbone (a wrong name lists them).")] = None,
     weights: Weights = None,
     pooling: Annotated[Optional[str], typer.Option(
-        metavar="NAME", help="Global pooling: gem, avg, max or rmac (regional, --pooling-param levels=3).")] = None,
+        metavar="NAME", show_default=f"{NEW.pooling} for a new index, else its own",
+        help="Global pooling: gem, avg, max or rmac (regional, --pooling-param levels=3).")] = None,
     pooling_param: Annotated[Optional[list[str]], typer.Option(
         metavar="KEY=VALUE", help="Pooling parameter, e.g. p=3 for GeM (repeatable; a wrong key lists them).")] = None,
-    image_size: Annotated[Optional[int], typer.Option(min=1, metavar="PIXELS", help="Input canvas side.")] = None,
+    image_size: Annotated[Optional[int], typer.Option(
+        min=1, metavar="PIXELS", show_default=f"{NEW.image_size} for a new index, else its own",
+        help="Input canvas side.")] = None,
     scales: Annotated[Optional[str], typer.Option(
         metavar="S1,S2,...", help="Embed at these scales of the canvas and merge, e.g. 1,0.7071,0.5.")] = None,
     resize: Annotated[Optional[str], typer.Option(
-        metavar="MODE", help="How an image is fitted to the canvas (a wrong mode lists them).")] = None,
+        metavar="MODE", show_default=f"{NEW.resize} for a new index, else its own",
+        help="How an image is fitted to the canvas (a wrong mode lists them).")] = None,
     extractor: Extractor = None,
     backend: Backend = None,
     param: BackendParams = None,

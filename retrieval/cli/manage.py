@@ -1,11 +1,11 @@
-"""Commands about an index's contents: ``info``, ``tag`` and ``remove``. None loads a model."""
+"""Commands about indexes and their contents: ``indexes``, ``info``, ``tag`` and ``remove``. None loads a model."""
 
 from typing import Annotated, Any, Optional
 
 import typer
 
 from .common import (
-    DEFAULT_INDEX_DIR, ImageRefs, IndexDir, JsonOut, image_refs, json_or_line, note, print_json, print_line,
+    DEFAULT_INDEX_DIR, ImageRefs, IndexDir, JsonOut, image_refs, json_or_line, note, print_json, print_line, print_rows,
 )
 
 
@@ -23,6 +23,32 @@ def info(index_dir: IndexDir = DEFAULT_INDEX_DIR, json_out: JsonOut = False) -> 
         return
     for line in _describe(facts):
         print_line(line)
+
+
+def indexes(json_out: JsonOut = False) -> None:
+    """List the named indexes in the data folder.
+
+    One line each: name, images indexed, and folder. The data folder is $RETRIEVE_HOME,
+    else the platform's per-user data folder; any other folder can still be an index
+    (--index-dir ./path).
+    """
+    from ..catalog import Catalog
+    from ..home import index_names, index_path, indexes_root
+    from ..opening import CATALOG_FILE
+
+    found = []
+    for name in index_names():
+        folder = index_path(name)
+        catalog = Catalog(folder / CATALOG_FILE, read_only=True)
+        try:
+            found.append({"name": name, "count": catalog.counts()["ok"], "path": str(folder)})
+        finally:
+            catalog.close()
+    if json_out:
+        print_json({"data_folder": str(indexes_root()), "indexes": found})
+        return
+    print_rows(("name", "images", "path"), [(e["name"], str(e["count"]), e["path"]) for e in found])
+    note(f"{len(found)} named indexes in {indexes_root()}")
 
 
 def _describe(facts: dict[str, Any]) -> list[str]:

@@ -85,16 +85,19 @@ def read_labelled(source: str | os.PathLike[str]) -> LabelledImages:
     if not src.is_dir():
         raise RetrievalError(f"training data not found: {src} (give a folder of class folders or a CSV)")
     root = Path(os.path.abspath(src))
-    paths, labels = [], []
+    paths, labels, loose = [], [], []
     for path in discover([root]):
         rel = path.relative_to(root)
         if len(rel.parts) < 2:
-            log.warning("ignoring %s: not inside a class folder", path)
+            loose.append(path)
             continue
         paths.append(str(path))
         labels.append(rel.parts[0])
-    if not paths:
-        raise RetrievalError(f"no images in class folders below {src} (expected {src}/CLASS/IMAGE.jpg)")
+    if not paths:  # a wrong layout: the error alone, not a line per file before it
+        inside = f" ({len(loose)} images lie directly in it)" if loose else ""
+        raise RetrievalError(f"no images in class folders below {src}{inside} (expected {src}/CLASS/IMAGE.jpg)")
+    if loose:
+        log.warning("ignoring %d images not inside a class folder (e.g. %s)", len(loose), loose[0])
     return LabelledImages(tuple(paths), tuple(labels))
 
 

@@ -105,7 +105,8 @@ def load_resume(folder: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor]
     """
     folder = Path(folder)
     if not has_resume(folder):
-        raise RetrievalError(f"nothing to resume in {folder} (no {RESUME_FILE}); start without --resume")
+        raise RetrievalError(f"nothing to resume in {folder} (no {RESUME_FILE}: a finished run keeps it only with "
+                             "--keep-resume); start without --resume")
     progress = torch.load(folder / RESUME_FILE, map_location="cpu", weights_only=True)
     return _load_tensors(folder / LAST_FILE), progress
 

@@ -65,12 +65,14 @@ class AutoencoderSettings:
 
 def train_autoencoder(data: str | os.PathLike[str] | list[str], out: str | os.PathLike[str],
                       settings: AutoencoderSettings = AutoencoderSettings(), *, resume: bool = False,
-                      progress: Progress | None = None, on_epoch: OnEpoch | None = None) -> TrainResult:
+                      keep_resume: bool = False, progress: Progress | None = None,
+                      on_epoch: OnEpoch | None = None) -> TrainResult:
     """Train a denoising autoencoder on the images below `data` and write its checkpoint to `out`.
 
     Args:
         data: a folder of images (searched recursively), a list file of paths, or paths.
         resume: continue the run saved in `out` (same settings; epochs may grow).
+        keep_resume: when done, keep what a resume needs (see :func:`.loop.fit`).
 
     Raises:
         RetrievalError: fewer than two readable images, every corruption off, or `out`
@@ -133,7 +135,8 @@ def train_autoencoder(data: str | os.PathLike[str] | list[str], out: str | os.Pa
     }
     return fit(net=model, stepper=stepper, out=Path(out),
                settings={**asdict(settings), "data": {"images": len(paths)}}, describe=describe,
-               train_epoch=train_epoch, validate=validate, resume=resume, on_epoch=on_epoch)
+               train_epoch=train_epoch, validate=validate, resume=resume, keep_resume=keep_resume,
+               on_epoch=on_epoch)
 
 
 def psnr(output: torch.Tensor, target: torch.Tensor) -> float:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -11,6 +12,8 @@ from ..errors import RetrievalError
 from .loop import epoch_seed
 
 __all__ = ["PKSampler"]
+
+log = logging.getLogger(__name__)
 
 
 class PKSampler(torch.utils.data.Sampler[list[int]]):
@@ -28,6 +31,9 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
         self.groups = [idx for idx in by_class.values() if len(idx) >= 2]  # a lone image has no positive
         if len(self.groups) < 2:
             raise RetrievalError("P x K batches need at least 2 classes with 2+ images each")
+        if classes_per_batch > len(self.groups):  # said, not silent: the batches are smaller than asked
+            log.warning("%d classes per batch asked, but the training split has only %d classes of 2+ images: "
+                        "each batch holds %d", classes_per_batch, len(self.groups), len(self.groups))
         self.p = min(classes_per_batch, len(self.groups))
         self.k = per_class
         self.seed = seed

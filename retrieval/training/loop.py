@@ -4,7 +4,8 @@
 Epoch 0 is the untrained model's validation score, saved as the first "best", so a
 checkpoint always exists and a run that does not improve says so. After every epoch
 the latest state is saved for ``--resume``; the best one is written only when the
-validation score beats it. Randomness is reseeded from (seed, epoch) at the start of
+validation score beats it. A run that finishes removes that state (the last weights and
+the optimiser's, several times the model's size) unless asked to keep it for more epochs. Randomness is reseeded from (seed, epoch) at the start of
 each epoch (:func:`seed_everything`), so a resumed run continues exactly as an
 uninterrupted one would.
 """
@@ -26,7 +27,9 @@ import torch
 from torch import nn
 
 from ..errors import RetrievalError
-from ..extractors.checkpoint import MODEL_FILE, has_resume, load_resume, save_model, save_resume, write_config
+from ..extractors.checkpoint import (
+    LAST_FILE, MODEL_FILE, RESUME_FILE, has_resume, load_resume, save_model, save_resume, write_config,
+)
 
 __all__ = ["EpochRecord", "TrainResult", "Stepper", "fit", "cosine_decay", "epoch_seed", "seed_everything",
            "OnEpoch", "FREE_SETTINGS"]
@@ -131,7 +134,7 @@ class Stepper:
 
 def fit(*, net: nn.Module, stepper: Stepper, out: str | Path, settings: dict[str, Any], describe: dict[str, Any],
         train_epoch: Callable[[int, torch.Generator], float], validate: Callable[[], float],
-        resume: bool = False, on_epoch: OnEpoch | None = None) -> TrainResult:
+        resume: bool = False, keep_resume: bool = False, on_epoch: OnEpoch | None = None) -> TrainResult:
     """Train `net` for ``settings["epochs"]`` epochs, keeping the best by `validate`.
 
     Args:
@@ -142,6 +145,8 @@ def fit(*, net: nn.Module, stepper: Stepper, out: str | Path, settings: dict[str
         train_epoch: runs epoch `n` (1-based) with the epoch's generator (after
             :func:`seed_everything`), stepping `stepper`; returns the mean loss.
         validate: the validation score of `net` as it is now (higher is better).
+        keep_resume: keep the state a resume needs once the last epoch is done, so that a
+            later run can add epochs; by default only the best weights and config remain.
 
     Raises:
         RetrievalError: `out` already holds a checkpoint and `resume` is False, or the
@@ -184,6 +189,9 @@ def fit(*, net: nn.Module, stepper: Stepper, out: str | Path, settings: dict[str
         if on_epoch:
             on_epoch(record)
     write_config(out, _config(describe, settings, result))  # the whole history, beside the best weights
+    if not keep_resume:
+        for name in (LAST_FILE, RESUME_FILE):
+            (out / name).unlink(missing_ok=True)
     return result
 
 

@@ -44,6 +44,9 @@ __all__ = ["MINING", "TripletSettings", "train_triplet"]
 log = logging.getLogger(__name__)
 
 MINING = ("semihard", "hard", "all")
+# Below this many held-out images a validation mAP is too coarse to choose an epoch by: with
+# 6 (the case that prompted the warning) it read 1.0 before training and never moved.
+MIN_VALIDATION = 20
 
 Step = tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]  # inputs of the trainable part, heights, widths, indices
 
@@ -87,12 +90,14 @@ class TripletSettings:
 
 def train_triplet(data: LabelledImages | str | os.PathLike[str], out: str | os.PathLike[str],
                   settings: TripletSettings = TripletSettings(), *, resume: bool = False,
-                  progress: Progress | None = None, on_epoch: OnEpoch | None = None) -> TrainResult:
+                  keep_resume: bool = False, progress: Progress | None = None,
+                  on_epoch: OnEpoch | None = None) -> TrainResult:
     """Fine-tune on labelled images and write a triplet extractor checkpoint to `out`.
 
     Args:
         data: a :class:`LabelledImages`, a folder of class folders, or a CSV of path,label.
         resume: continue the run saved in `out` (same settings; epochs may grow).
+        keep_resume: when done, keep what a resume needs (see :func:`.loop.fit`).
         progress: called as (phase, done, total) while caching and training.
         on_epoch: called with each epoch's record (epoch 0: before training).
 
@@ -107,6 +112,10 @@ def train_triplet(data: LabelledImages | str | os.PathLike[str], out: str | os.P
     if not any(val.labels.count(c) >= 2 for c in val.classes):
         raise RetrievalError("the validation split has no class with 2 images, so no mAP: "
                              "raise the validation fraction or add images")
+    if len(val) < MIN_VALIDATION:
+        log.warning("the validation split holds only %d images (%d classes): one image changes its mAP by a "
+                    "large step, so it can hardly tell epochs apart; raise the validation fraction "
+                    "(--val-fraction) or add images", len(val), len(val.classes))
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     workers = default_workers(settings.workers)
@@ -172,7 +181,8 @@ def train_triplet(data: LabelledImages | str | os.PathLike[str], out: str | os.P
     }
     return fit(net=net, stepper=stepper, out=Path(out),
                settings={**asdict(settings), "data": _fingerprint(images)}, describe=describe,
-               train_epoch=train_epoch, validate=validate, resume=resume, on_epoch=on_epoch)
+               train_epoch=train_epoch, validate=validate, resume=resume, keep_resume=keep_resume,
+               on_epoch=on_epoch)
 
 
 @dataclass

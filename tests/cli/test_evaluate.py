@@ -26,7 +26,7 @@ runner = CliRunner()
 
 
 def test_eval_in_an_existing_index_dir(indexed: Path, sample_dir: Path) -> None:
-    res = runner.invoke(app, ["eval", str(sample_dir), "--index-dir", str(indexed), "-k", "4", "--json", "-q"])
+    res = runner.invoke(app, ["eval", str(sample_dir), "--index-dir", str(indexed), "--at", "4", "--json", "-q"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert (report["gallery"], report["leave_one_out"]) == (50, True) and 0 < report["map"] <= 1
@@ -50,7 +50,7 @@ def indexed_sample(tmp_path_factory: pytest.TempPathFactory,
 
 def test_eval_on_a_labelled_folder_matches_sklearn(indexed_sample) -> None:  # noqa: ANN001
     bundle, sample_dir, vectors, labels, _ = indexed_sample
-    res = runner.invoke(app, ["eval", str(sample_dir), "-i", str(bundle), "--json", "-k", "1", "-k", "4"])
+    res = runner.invoke(app, ["eval", str(sample_dir), "-i", str(bundle), "--json", "--at", "1", "--at", "4"])
     assert res.exit_code == 0, res.output
     got = json.loads(res.stdout)
     assert got["leave_one_out"] and (got["gallery"], got["queries_scored"]) == (50, 50)

@@ -95,7 +95,7 @@ def test_dupes_text_and_null_output(forged: tuple[Path, Path, Path]) -> None:
     text = invoke("dupes", "--exact", "-i", str(bundle))
     assert text.exit_code == 0, text.output
     lines = text.stdout.splitlines()
-    assert lines[0].split("\t") == ["group", "id", "score", "path"]
+    assert lines[0].split("\t")[:4] == ["group", "id", "score", "path"]  # then the facts of each file
     assert sorted(line.split("\t")[3] for line in lines[1:]) == sorted([clean(str(copy)), clean(str(evil))])
     null = invoke("dupes", "--exact", "-i", str(bundle), "--null")
     assert null.exit_code == 0, null.output

@@ -102,5 +102,5 @@ def test_help_shows_plain_types_and_defaults() -> None:
         assert "<" not in text.replace("<=", ""), (args, text)  # no <list[Path]>, <int>, <bool>
     query = " ".join(invoke("query", "--help").stdout.split())
     assert "-k N How many results. [default: 10; x>=1]" in query
-    assert "-i, --index-dir DIR" in query and "default: indexes/default" in query
+    assert "-i, --index-dir NAME|DIR" in query and "default: default" in query
     assert "-0, --null" in query and "\\t" in query  # the escaping rule is documented

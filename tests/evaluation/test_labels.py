@@ -4,8 +4,13 @@ from a CSV list, and their stratified, repeatable split."""
 from __future__ import annotations
 
 import csv
+import logging
+import shutil
 from pathlib import Path
 
+import pytest
+
+from retrieval.errors import RetrievalError
 from retrieval.evaluation.labels import read_labelled
 
 
@@ -32,3 +37,21 @@ def test_split_holds_out_part_of_every_class_and_repeats(sample_dir: Path) -> No
     assert not set(train.paths) & set(val.paths)
     assert images.split(0.4, seed=3) == (train, val)
     assert images.split(0.4, seed=4)[1] != val
+
+
+def test_images_outside_class_folders_give_one_line_not_one_per_file(
+        sample_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for n, photo in enumerate(sorted((sample_dir / "cup").iterdir())):
+        shutil.copy(photo, flat / f"{n}.jpg")
+    with pytest.raises(RetrievalError, match=r"no images in class folders below .*\(5 images lie directly in it\)"):
+        read_labelled(flat)
+    assert "ignoring" not in caplog.text  # the error alone
+    shutil.copy(flat / "0.jpg", sample_dir / "loose.jpg")
+    shutil.copy(flat / "1.jpg", sample_dir / "loose2.jpg")
+    with caplog.at_level(logging.WARNING):
+        images = read_labelled(sample_dir)
+    assert len(images) == 50
+    warnings = [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("ignoring 2 images not inside a class folder")

@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from retrieval.cli.app import app
+from retrieval.extractors.checkpoint import CONFIG_FILE, LAST_FILE, MODEL_FILE, RESUME_FILE
 from retrieval.extractors.denoise import Denoiser
 from retrieval.training.autoencoder import train_autoencoder
 from retrieval.training.corruptions import corrupt
@@ -59,5 +60,19 @@ def test_resume_continues_from_the_saved_epoch_exactly(tmp_path: Path, sample_di
     assert seen == [2, 3]  # only the missing epochs ran
     assert [r.epoch for r in resumed.history] == [0, 1, 2, 3]
     assert [r.score for r in resumed.history] == pytest.approx([r.score for r in straight.history], abs=1e-6)
+    for finished in (tmp_path / "straight", tmp_path / "resumed"):  # only the best weights and config remain
+        assert sorted(p.name for p in finished.iterdir()) == [CONFIG_FILE, MODEL_FILE]
     res = runner.invoke(app, ["train", "autoencoder", str(sample_dir), "--out", str(tmp_path / "none"), "--resume"])
     assert res.exit_code == 2 and "nothing to resume" in one_error_line(res)
+
+
+def test_keep_resume_leaves_a_finished_run_that_can_take_more_epochs(tmp_path: Path, sample_dir: Path) -> None:
+    images = [str(p) for p in labelled_photos(sample_dir)[:12]]
+    short = replace(TINY_AE, epochs=2, steps_per_epoch=3)
+    train_autoencoder(images, tmp_path / "kept", short, keep_resume=True)
+    assert (tmp_path / "kept" / RESUME_FILE).is_file() and (tmp_path / "kept" / LAST_FILE).is_file()
+    seen: list[int] = []
+    longer = train_autoencoder(images, tmp_path / "kept", replace(short, epochs=3), resume=True,
+                               on_epoch=lambda r: seen.append(r.epoch))
+    assert seen == [3] and longer.epochs == 3
+    assert not (tmp_path / "kept" / RESUME_FILE).exists()  # this run did not ask to keep it

@@ -44,7 +44,8 @@ def test_triplet_training_learns_what_the_labels_mean(red_or_blue: Path, tmp_pat
     settings = TripletSettings(epochs=4, image_size=96, embed_size=96, cache_views=2, val_fraction=0.2,
                                classes_per_batch=2, per_class=8, lr=1e-3, head_lr=1e-3, workers=0, device="cpu")
     epochs_seen: list[int] = []
-    result = train_triplet(red_or_blue, tmp_path / "t", settings, on_epoch=lambda r: epochs_seen.append(r.epoch))
+    result = train_triplet(red_or_blue, tmp_path / "t", settings, keep_resume=True,  # for the resume below
+                           on_epoch=lambda r: epochs_seen.append(r.epoch))
     assert epochs_seen == [0, 1, 2, 3, 4] and [r.epoch for r in result.history] == epochs_seen
     assert result.initial_score < 0.65  # about chance: the twins rank first
     assert result.best_score > result.initial_score + 0.1 and result.best_epoch > 0
