@@ -196,7 +196,14 @@ VERBOSITY = "retrieve.verbosity"  # key of the -v count in the root context's me
 def set_verbosity(ctx: typer.Context, verbose: int) -> None:
     """Log the library's warnings (Python's default), info (-v) or debug messages (-vv) to stderr."""
     ctx.meta[VERBOSITY] = verbose
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    if sys.stderr.isatty():  # a person reading: rich's aligned, coloured lines
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        logging.basicConfig(format="%(message)s", handlers=[RichHandler(
+            console=Console(stderr=True), show_time=False, show_path=False, markup=False)])
+    else:  # a log file or a pipe: one plain line a record
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     if verbose:
         logging.getLogger("retrieval").setLevel(logging.INFO if verbose == 1 else logging.DEBUG)
 
@@ -296,8 +303,8 @@ def progress_bar(enabled: bool) -> Iterator[Progress | None]:
     from rich.progress import Progress as Bars
 
     tasks: dict[str, Any] = {}
-    bar = Bars(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True)
+    bar = Bars(TextColumn("{task.description:>9}"), BarColumn(), MofNCompleteColumn(), rate_column(),
+               TimeRemainingColumn(), console=Console(stderr=True), transient=True)
 
     def update(phase: str, done: int, total: int) -> None:
         if phase not in tasks:
@@ -326,3 +333,17 @@ def similarity_threshold(given: float | None) -> float:
     from ..duplicates import DEFAULT_THRESHOLD
 
     return DEFAULT_THRESHOLD if given is None else given
+
+
+def rate_column() -> Any:
+    """A progress column with the phase's rate, items per second (rich's own speed column
+    counts bytes)."""
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.1f}/s" if speed else "-/s", style="progress.data.speed")
+
+    return Rate()

@@ -12,7 +12,6 @@ import typer
 
 from ..cluster.job import LOCAL
 from ..errors import RetrievalError
-from ..extractors.config import ExtractorConfig
 from ..options import EngineOptions
 from .common import (
     DEFAULT_INDEX_DIR, RUN_DEFAULTS, Backend, BackendParams, BatchSize, Decode, Denoise, Device, Extractor, IndexDir,
@@ -23,28 +22,30 @@ from .common import (
 if TYPE_CHECKING:
     from ..indexing.run import IndexReport
 
-NEW = ExtractorConfig()  # what a new index embeds with when no extractor option is given
+# What a new index embeds with when no extractor option is given: ExtractorConfig's defaults,
+# written out because importing the extractors would slow every --help (a test compares them).
+NEW_EXTRACTOR = {"backbone": "tf_efficientnet_lite0", "pooling": "gem", "image_size": 288, "resize": "letterbox"}
 
 
 def index(
     folders: Annotated[list[Path], typer.Argument(metavar="FOLDER", hidden=True)],
     index_dir: IndexDir = DEFAULT_INDEX_DIR,
     backbone: Annotated[Optional[str], typer.Option(
-        metavar="NAME", show_default=f"{NEW.backbone} for a new index, else its own",
+        metavar="NAME", show_default=f"{NEW_EXTRACTOR['backbone']} for a new index, else its own",
         help="CNN backbone (a wrong name lists them).")] = None,
     weights: Weights = None,
     pooling: Annotated[Optional[str], typer.Option(
-        metavar="NAME", show_default=f"{NEW.pooling} for a new index, else its own",
+        metavar="NAME", show_default=f"{NEW_EXTRACTOR['pooling']} for a new index, else its own",
         help="Global pooling: gem, avg, max or rmac (regional, --pooling-param levels=3).")] = None,
     pooling_param: Annotated[Optional[list[str]], typer.Option(
         metavar="KEY=VALUE", help="Pooling parameter, e.g. p=3 for GeM (repeatable; a wrong key lists them).")] = None,
     image_size: Annotated[Optional[int], typer.Option(
-        min=1, metavar="PIXELS", show_default=f"{NEW.image_size} for a new index, else its own",
+        min=1, metavar="PIXELS", show_default=f"{NEW_EXTRACTOR['image_size']} for a new index, else its own",
         help="Input canvas side.")] = None,
     scales: Annotated[Optional[str], typer.Option(
         metavar="S1,S2,...", help="Embed at these scales of the canvas and merge, e.g. 1,0.7071,0.5.")] = None,
     resize: Annotated[Optional[str], typer.Option(
-        metavar="MODE", show_default=f"{NEW.resize} for a new index, else its own",
+        metavar="MODE", show_default=f"{NEW_EXTRACTOR['resize']} for a new index, else its own",
         help="How an image is fitted to the canvas (a wrong mode lists them).")] = None,
     extractor: Extractor = None,
     backend: Backend = None,

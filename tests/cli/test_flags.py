@@ -12,6 +12,8 @@ import typer
 from retrieval.cli.app import app
 from retrieval.cli.common import parse_size
 
+from .conftest import invoke
+
 
 def _commands(group: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
     """Every leaf command below `group` (Click objects, as Typer builds them)."""
@@ -57,3 +59,14 @@ def test_sizes_read_as_people_write_them(text: str, size: int) -> None:
 def test_what_is_not_a_size_is_refused(text: str) -> None:
     with pytest.raises(typer.BadParameter, match="not a size"):
         parse_size(text)
+
+
+def test_index_help_states_the_extractor_defaults_a_new_index_gets() -> None:
+    from retrieval.cli.indexing import NEW_EXTRACTOR
+    from retrieval.extractors.config import ExtractorConfig
+
+    defaults = ExtractorConfig()
+    assert NEW_EXTRACTOR == {name: getattr(defaults, name) for name in NEW_EXTRACTOR}
+    text = " ".join(invoke("index", "--help").stdout.split())
+    for value in NEW_EXTRACTOR.values():
+        assert f"default: ({value} for a new index, else its own)" in text
