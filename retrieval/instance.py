@@ -24,6 +24,7 @@ import numpy as np
 
 from .bundle import WriteLock
 from .catalog import STATUS_OK, Catalog
+from .catalog.facts import PhotoFacts
 from .errors import RetrievalError
 
 if TYPE_CHECKING:
@@ -177,7 +178,8 @@ class Reranker:
         for i in missing:
             row = rows.get(i)
             if row is not None and row.status == STATUS_OK and i in vectors:
-                known[i] = Hit(i, row.path, float(vectors[i] @ query_vector), dict(row.meta or {}))
+                known[i] = Hit(i, row.path, float(vectors[i] @ query_vector), dict(row.meta or {}),
+                               photo=PhotoFacts.of_row(row))
         return [known[i] for i in ids if i in known]
 
     def _verify(self, query: LocalFeatures, ids: Sequence[int]

@@ -21,6 +21,7 @@ from PIL import Image
 
 from . import ann, duplicates
 from .catalog import STATUS_OK, Catalog
+from .catalog.facts import PhotoFacts
 from .errors import BadImageError, BadQueryError
 from .filters import Filter
 from .images.decode import DecodedImage, load_image
@@ -51,6 +52,7 @@ class Hit:
     # corners (top-left, top-right, bottom-right, bottom-left) in the query image's pixels.
     inliers: int | None = None
     region: tuple[tuple[float, float], ...] | None = None
+    photo: PhotoFacts | None = None  # what the image's EXIF says: when, with what, where
 
 
 @dataclass(frozen=True)
@@ -273,7 +275,7 @@ def nearest(index: ann.SearchIndex, catalog: Catalog, q: np.ndarray, k: int, exc
             continue
         pairs = [(i, s) for i, s in found if i not in excluded]
         rows = catalog.rows_by_id(i for i, _ in pairs)
-        hits = [Hit(i, rows[i].path, s, dict(rows[i].meta or {})) for i, s in pairs
+        hits = [Hit(i, rows[i].path, s, dict(rows[i].meta or {}), photo=PhotoFacts.of_row(rows[i])) for i, s in pairs
                 if i in rows and rows[i].status == STATUS_OK]
         if dedup is not None and hits:
             hits = _fold_duplicates(hits, {i: rows[i].content_hash for i, _ in pairs if i in rows}, catalog, dedup)

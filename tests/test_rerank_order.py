@@ -9,21 +9,22 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.catalog.facts import PhotoFacts
 from retrieval.instance import Reranker
 from retrieval.local import LocalFeatures, Verification
 from retrieval.query import Hit
 
 
-@dataclass
-class _Row:
-    path: str
+@dataclass(frozen=True)
+class _Row(PhotoFacts):  # a catalog row: path, status, metadata and the EXIF facts' columns
+    path: str = ""
     status: str = "ok"
     meta: dict[str, Any] | None = None
 
 
 class _Catalog:
     def rows_by_id(self, ids: Any) -> dict[int, _Row]:
-        return {int(i): _Row(f"/img/{i}.jpg") for i in ids}
+        return {int(i): _Row(path=f"/img/{i}.jpg") for i in ids}
 
     def vectors(self, ids: Any) -> dict[int, np.ndarray]:
         return {int(i): np.ones(4, np.float32) / 2 for i in ids}

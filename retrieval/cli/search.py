@@ -200,7 +200,8 @@ def hit_record(rank: int, h: "Hit") -> dict[str, Any]:
     """A hit as JSON output gives it (one result of --json, of each --batch line)."""
     return {"rank": rank, "id": h.id, "score": round(h.score, 6), "path": h.path, "metadata": h.metadata,
             "duplicates": list(h.duplicates), "inliers": h.inliers,
-            "region": [list(p) for p in h.region] if h.region else None}
+            "region": [list(p) for p in h.region] if h.region else None,
+            "photo": h.photo.to_dict() if h.photo else None}
 
 
 def _print_json(hits: "list[Hit]", timing: dict[str, float], started: float) -> None:

@@ -92,6 +92,9 @@ class HitOut(BaseModel):
     duplicates: list[str] = Field(default_factory=list)
     inliers: Optional[int] = None
     region: Optional[list[list[float]]] = None
+    photo: Optional[dict[str, Any]] = Field(
+        default=None, description="What the image's EXIF says: taken_at, camera_make, camera_model, lens, "
+                                  "gps_lat, gps_lon, orientation (null where it says nothing).")
 
 
 class SearchOut(BaseModel):
@@ -102,7 +105,8 @@ class SearchOut(BaseModel):
 def hits_out(hits: list[Hit], took_s: float) -> SearchOut:
     return SearchOut(results=[HitOut(id=h.id, score=round(h.score, 6), path=h.path, metadata=h.metadata,
                                      duplicates=list(h.duplicates), inliers=h.inliers,
-                                     region=[list(p) for p in h.region] if h.region else None) for h in hits],
+                                     region=[list(p) for p in h.region] if h.region else None,
+                                     photo=h.photo.to_dict() if h.photo else None) for h in hits],
                      took_ms=round(took_s * 1000, 3))
 
 

@@ -168,6 +168,11 @@ def test_exif_filters_find_photos_by_date_camera_and_place(phone: Path, tmp_path
     assert _paths(bundle, "--taken-until", "2024-06-30T12:00") == {"IMG_0001.HEIC", "IMG_0002.avif", "DSC_0003.DNG"}
     assert _paths(bundle, "--camera", "x100") == {"IMG_0002.avif"}
     assert _paths(bundle, "--camera", "nikon z") == {"DSC_0003.DNG"}
+    res = invoke("query", str(sample_photos(3, "cup")[2]), "-i", str(bundle), "--json", "--camera", "x100")
+    (hit,) = json.loads(res.stdout)["results"]  # and each result says what its EXIF says
+    assert {k: hit["photo"][k] for k in ("taken_at", "camera_make", "camera_model", "lens")} == \
+        {"taken_at": "2024-06-01T10:00:00", "camera_make": "FUJIFILM", "camera_model": "X100V", "lens": "23mm F2"}
+    assert hit["photo"]["gps_lat"] < 0 < hit["photo"]["gps_lon"]  # Sydney
     assert _paths(bundle, "--near", "48.86,2.30,5") == {"IMG_0001.HEIC"}  # the photo is 0.44 km from that point
     assert _paths(bundle, "--near", "48.86,2.30,0.45") == {"IMG_0001.HEIC"}
     assert _paths(bundle, "--near", "48.86,2.30,0.4") == set()
