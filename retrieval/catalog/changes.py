@@ -27,7 +27,9 @@ from .models import STATUS_OK, Base, ImageRow, LocalFeatureRow, Setting, Tombsto
 __all__ = ["Changes", "FileRecord", "read_changes", "write_batch"]
 
 _META = JSON(none_as_null=True)  # a None metadata binds as SQL NULL: COALESCE keeps the stored one
+_FILE = ("path", "content_hash", "size", "mtime_ns", "status", "error")  # FileRecord fields every write sets
 _FACTS = tuple(f.name for f in dataclasses.fields(PhotoFacts))
+_KEPT_BY_A_MOVE = ("width", "height", "format", *_FACTS)  # describe the content, which a move keeps
 _NO_FACTS = PhotoFacts()
 _IN_CHUNK = 10_000  # ids per DELETE ... IN (...): SQLite allows 32,766 bound parameters
 
@@ -93,7 +95,7 @@ def write_batch(s: Session, records: Sequence[FileRecord], removals: Sequence[in
     _update_rows(s, [(i, r) for i, r in zip(ids, records) if i is not None], gen, now)
     fresh = [n for n, i in enumerate(ids) if i is None]
     if fresh:
-        rows = [{**_columns(records[n], True, gen, now), "added_at": now, "meta": records[n].metadata or {}}
+        rows = [{**_columns(records[n], gen, now), "added_at": now, "meta": records[n].metadata or {}}
                 for n in fresh]
         s.execute(insert(_table(ImageRow)), rows)
         paths = [records[n].path for n in fresh]  # unique: the new rows' ids, found by path
@@ -126,17 +128,11 @@ def _table(model: type[Base]) -> Table:
     return cast(Table, model.__table__)
 
 
-def _columns(rec: FileRecord, content: bool, gen: int, now: float) -> dict[str, Any]:
-    """The images-table columns a record sets. `content` False (a move, which keeps its
-    vector): dimensions and EXIF facts stay as stored."""
-    cols: dict[str, Any] = {"path": rec.path, "content_hash": rec.content_hash, "size": rec.size,
-                            "mtime_ns": rec.mtime_ns, "status": rec.status, "error": rec.error,
-                            "gen": gen, "updated_at": now}
-    if content:
-        facts = rec.photo or _NO_FACTS
-        cols.update(width=rec.width, height=rec.height, format=rec.format,
-                    **{name: getattr(facts, name) for name in _FACTS})
-    return cols
+def _columns(rec: FileRecord, gen: int, now: float) -> dict[str, Any]:
+    """The images-table columns a record gives, under generation `gen` (metadata apart)."""
+    facts = rec.photo or _NO_FACTS
+    return {**{name: getattr(rec, name) for name in (*_FILE, "width", "height", "format")},
+            **{name: getattr(facts, name) for name in _FACTS}, "gen": gen, "updated_at": now}
 
 
 def _update_rows(s: Session, rows: Sequence[tuple[int, FileRecord]], gen: int, now: float) -> None:
@@ -147,16 +143,15 @@ def _update_rows(s: Session, rows: Sequence[tuple[int, FileRecord]], gen: int, n
     if not rows:
         return
     table = _table(ImageRow)
-    kept = ("width", "height", "format", *_FACTS)
-    values: dict[str, Any] = {k: bindparam(k) for k in _columns(rows[0][1], False, gen, now)}
+    values: dict[str, Any] = {k: bindparam(k) for k in (*_FILE, "gen", "updated_at")}
     values.update({k: case((bindparam("_content"), bindparam(k, type_=table.c[k].type)), else_=table.c[k])
-                   for k in kept})
+                   for k in _KEPT_BY_A_MOVE})
     values["meta"] = func.coalesce(bindparam("meta", type_=_META), table.c.meta)
     params = []
     for image_id, rec in rows:
         content = not (rec.status == STATUS_OK and rec.vector is None)
         params.append({"_id": image_id, "_content": content, "meta": rec.metadata,
-                       **_columns(rec, True, gen, now)})
+                       **_columns(rec, gen, now)})
     s.execute(update(table).where(table.c.id == bindparam("_id")).values(values), params)
 
 

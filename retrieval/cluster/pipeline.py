@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from ..extractors import Manifest
-from ..images.preprocess import Preprocessor
 from ..options import EngineOptions
 from .job import MAX_RETRIES, ClusterError, RayJob
 from .workers import Embedder, decode_files
@@ -25,8 +24,7 @@ def embed_to_shards(ray: Any, paths: list[str], out: Path, job: RayJob, manifest
         ClusterError: the job failed (shards it completed stay in `out`, for the next run).
     """
     batch = job.batch_size or options.batch_size
-    c = manifest.config
-    preprocess = Preprocessor(c.image_size, c.resize, manifest.interpolation)
+    preprocess = manifest.preprocessor()
     embed = embed_resources(ray.cluster_resources(), options.device, job.actors)
     ray.data.DataContext.get_current().enable_progress_bars = show_progress
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=max(1, len(paths) // batch))

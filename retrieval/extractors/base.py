@@ -37,8 +37,7 @@ class Extractor(abc.ABC):
     @property
     def preprocessor(self) -> Preprocessor:
         """The host-side step, picklable so decode workers can run it."""
-        c = self.manifest.config
-        return Preprocessor(c.image_size, c.resize, self.manifest.interpolation)
+        return self.manifest.preprocessor()
 
     @abc.abstractmethod
     def embed(self, pixels: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> np.ndarray:

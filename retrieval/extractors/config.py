@@ -7,10 +7,13 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ExtractorMismatchError, RetrievalError, UnknownNameError
 from .pooling import POOLINGS, stored_pooling_params
+
+if TYPE_CHECKING:
+    from ..images.preprocess import Preprocessor
 
 __all__ = ["DEFAULT_BACKBONE", "ExtractorConfig", "MAX_SCALES", "Manifest", "RESIZE_MODES", "SCALE_RANGE", "check_scales"]
 
@@ -97,6 +100,13 @@ class Manifest:
     # index keeps making them that way and float32 ones are never mixed in. GPU autocast is not
     # recorded: it accumulates in float32 and its vectors fit either kind of index.
     precision: str = "fp32"
+
+    def preprocessor(self) -> Preprocessor:
+        """The host-side step that makes this manifest's canvases (picklable: decode workers
+        and Ray tasks run it)."""
+        from ..images.preprocess import Preprocessor  # Pillow: not for readers of a manifest alone
+
+        return Preprocessor(self.config.image_size, self.config.resize, self.interpolation)
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide compatibility (a weights *path* does not; its digest does)."""

@@ -68,14 +68,21 @@ def create_runtime_extractor(config: ExtractorConfig, device: str | torch.device
         from .choice import auto_extractor
 
         return auto_extractor(config, known, intra_op_threads())
-    from .graphs import graph_extractor
+    return _graph(runtime, config, known, "fp32")
 
-    if known is not None:
-        warm = graph_extractor(runtime, known, None, intra_op_threads())
-        if warm is not None:
-            return warm
-    source = create_extractor(config, dev, exact)
-    built = graph_extractor(runtime, source.manifest, source, intra_op_threads())
+
+def _graph(runtime: str, config: ExtractorConfig, known: Manifest | None, precision: str) -> Extractor:
+    """`runtime` running `config`'s graph in `precision`: from the cache when `known` (an
+    index's manifest) finds it there, else exported from the PyTorch extractor built now."""
+    from ..extractors import create_extractor
+    from .graphs import graph_extractor
+    from .threads import intra_op_threads
+
+    warm = graph_extractor(runtime, known, None, intra_op_threads(), precision) if known is not None else None
+    if warm is not None:
+        return warm
+    source = create_extractor(config, "cpu", "fp32")
+    built = graph_extractor(runtime, source.manifest, source, intra_op_threads(), precision)
     assert built is not None  # with a source to export from, it is built or raises
     return built
 
@@ -92,7 +99,6 @@ def _reduced_on_cpu(config: ExtractorConfig, precision: str, runtime: str, known
     """
     from ..extractors import create_extractor
     from .session import installed
-    from .threads import intra_op_threads
 
     if precision != "bf16":
         raise RuntimeUnsupportedError(f"{precision} runs on a GPU only; on the CPU choose fp32 or bf16")
@@ -100,27 +106,23 @@ def _reduced_on_cpu(config: ExtractorConfig, precision: str, runtime: str, known
         raise RuntimeUnsupportedError("runtime onnx runs float32 on the CPU only; bf16 runs in --runtime openvino "
                                       "or torch")
     if runtime == "openvino" or (runtime == "auto" and installed("openvino")):
-        from .graphs import graph_extractor
         from .openvino_runtime import native_bf16
 
         if not native_bf16():
-            raise RuntimeUnsupportedError("this CPU has no native bfloat16 (AVX512-BF16 or AMX): OpenVINO would "
-                                          "emulate it, slower than float32; use --precision fp32")
-        warm = graph_extractor("openvino", known, None, intra_op_threads(), "bf16") if known is not None else None
-        if warm is not None:
-            return warm
-        source = create_extractor(config, "cpu", "fp32")
-        built = graph_extractor("openvino", source.manifest, source, intra_op_threads(), "bf16")
-        assert built is not None  # with a source to export from, it is built or raises
-        return built
+            raise _emulated("OpenVINO")
+        return _graph("openvino", config, known, "bf16")
     import torch
 
     if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
-        raise RuntimeUnsupportedError("this CPU has no native bfloat16 (AVX512-BF16 or AMX): PyTorch would emulate "
-                                      "it, slower than float32; use --precision fp32")
+        raise _emulated("PyTorch")
     built = create_extractor(config, "cpu", "bf16")
     built.manifest = replace(built.manifest, precision="bf16")
     return built
+
+
+def _emulated(runtime: str) -> RuntimeUnsupportedError:
+    return RuntimeUnsupportedError(f"this CPU has no native bfloat16 (AVX512-BF16 or AMX): {runtime} would emulate "
+                                   "it, slower than float32; use --precision fp32")
 
 
 def runtime_denoiser(denoiser: Denoiser, extractor: Extractor) -> Denoiser:
