@@ -112,7 +112,7 @@ class EngineOptions:
     # environment's RETRIEVE_RUNTIME, as for the CLI's --runtime, else auto.
     runtime: str = field(default_factory=lambda: os.environ.get("RETRIEVE_RUNTIME") or "auto")
     batch_size: int = 32  # images per forward pass when indexing
-    workers: int | None = None  # decode worker processes; None: one per core, at most 4
+    workers: int | None = None  # decode worker processes; None: see images.batches.default_workers
     decode: str = "auto"  # where JPEGs are decoded: auto, cpu (loader workers), device
     denoise: str | os.PathLike[str] | None = None  # a `retrieve train autoencoder` checkpoint
     denoise_at: str = "both"  # which images the denoiser cleans: query, index or both

@@ -24,7 +24,7 @@ from .catalog import Catalog, check_metadata
 from .errors import ReadOnlyIndexError, RetrievalError
 from .images.files import discover
 from .indexing.plan import Plan, plan_sync
-from .options import EngineOptions, Progress
+from .options import EngineOptions, Progress, resolve_device
 
 if TYPE_CHECKING:
     from .cluster import RayJob
@@ -86,12 +86,13 @@ class Writer:
             if not os.path.exists(r):
                 raise RetrievalError(f"folder not found: {r}")
         with self.locked():
+            start = time.perf_counter()
             skipped: list[tuple[str, str]] = []
             files = [str(p) for p in discover(absolute, follow_links=follow_links,
                                               on_skip=lambda path, why: skipped.append((str(path), why)))]
             existing = self.catalog.rows_under(absolute)
             plan = plan_sync(self.catalog, files, existing, sweep=True, progress=progress, skipped=skipped)
-            return self._ingest(plan, progress, embed_phase=phase)
+            return self._ingest(plan, progress, embed_phase=phase, started=start)
 
     def add(self, paths: Iterable[str | os.PathLike[str]], metadata: Mapping[str, Any] | None,
             progress: Progress | None) -> IndexReport:
@@ -103,9 +104,10 @@ class Writer:
         clean = check_metadata(metadata) if metadata is not None else None
         files = [os.path.abspath(p) for p in paths]
         with self.locked():
+            start = time.perf_counter()
             existing = self.catalog.rows_by_path(files)
             plan = plan_sync(self.catalog, files, existing, sweep=False, progress=progress)
-            return self._ingest(plan, progress, clean)
+            return self._ingest(plan, progress, clean, started=start)
 
     def remove(self, ids_or_paths: Iterable[int | str | os.PathLike[str]]) -> int:
         """Remove the images named by id or path, if indexed; returns how many were."""
@@ -167,17 +169,22 @@ class Writer:
         return RayPhase(job, self.path, self.manifest, self.options)
 
     def _ingest(self, plan: Plan, progress: Progress | None, metadata: dict[str, Any] | None = None,
-                embed_phase: EmbedPhase | None = None) -> IndexReport:
+                embed_phase: EmbedPhase | None = None, *, started: float) -> IndexReport:
+        """Write what `plan` says and save the caches; the report's time counts from
+        `started` (before discovery and planning: hashing new files is part of indexing)."""
         from .images.batches import default_workers  # these import torch
         from .indexing import run as ingest
 
         start = time.perf_counter()
+        workers = default_workers(self.options.workers, resolve_device(self.options.device))
         report = ingest.execute(plan, self.catalog, self.embedder, self.cache.sync,
-                                batch_size=self.options.batch_size, workers=default_workers(self.options.workers),
+                                batch_size=self.options.batch_size, workers=workers,
                                 metadata=metadata, progress=progress, decode=self.options.decode,
                                 local=self.local_extract, embed_phase=embed_phase)
         self._persist()
-        report.seconds = time.perf_counter() - start
+        report.stages = {"planning": start - started, **report.stages,
+                         "saving": time.perf_counter() - start - report.seconds}
+        report.seconds = time.perf_counter() - started
         return report
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from .facts import PhotoFacts
 from .models import STATUS_OK, Base, ImageRow, LocalFeatureRow, Setting, Tombstone, VectorRow
 
-__all__ = ["Changes", "FileRecord", "read_changes", "write_batch"]
+__all__ = ["Changes", "FileRecord", "generation", "read_changes", "write_batch"]
 
 _META = JSON(none_as_null=True)  # a None metadata binds as SQL NULL: COALESCE keeps the stored one
 _FILE = ("path", "content_hash", "size", "mtime_ns", "status", "error")  # FileRecord fields every write sets
@@ -73,11 +73,13 @@ class Changes:
 
 
 def write_batch(s: Session, records: Sequence[FileRecord], removals: Sequence[int],
-                touches: Sequence[tuple[int, int]]) -> list[int]:
+                touches: Sequence[tuple[int, int]]) -> tuple[list[int], Changes]:
     """Write one batch in the write transaction `s`, under the next generation.
 
     `records` hold checked metadata (see :func:`.metadata.check_metadata`). Returns
-    their ids, in order.
+    their ids, in order, and what the batch changed for a vector index: what
+    :func:`read_changes` would read back for this generation alone, from the vectors in hand
+    (a move keeps its id and vector, so it changes nothing there).
 
     Why Core statements, each run once over the whole batch (executemany), rather than ORM
     objects flushed one by one: the writer runs in one thread beside the model, and a GPU
@@ -87,7 +89,7 @@ def write_batch(s: Session, records: Sequence[FileRecord], removals: Sequence[in
     move frees can be taken by a new file in the same batch.
     """
     now = time.time()
-    gen = int(s.scalars(select(Setting.value).where(Setting.key == "generation")).one()) + 1
+    gen = generation(s) + 1
     s.execute(update(Setting).where(Setting.key == "generation").values(value=str(gen)))
     claimed = [r.id for r in records if r.id is not None]
     present = {i for part in _chunks(claimed) for i in s.scalars(select(ImageRow.id).where(ImageRow.id.in_(part)))}
@@ -120,7 +122,10 @@ def write_batch(s: Session, records: Sequence[FileRecord], removals: Sequence[in
         table = _table(ImageRow)
         s.execute(update(table).where(table.c.id == bindparam("_id")).values(mtime_ns=bindparam("_mtime")),
                   [{"_id": i, "_mtime": m} for i, m in touches])
-    return done
+    vectors = np.stack([np.asarray(r.vector, np.float32) for _, r in embedded]) if embedded else None
+    changes = Changes(gen, ids=np.array([i for i, _ in embedded], np.int64), vectors=vectors,
+                      removed=np.array(failed + [int(i) for i in removals], np.int64))
+    return done, changes
 
 
 def _table(model: type[Base]) -> Table:
@@ -176,10 +181,15 @@ def _upsert(s: Session, model: type[Base], rows: Sequence[dict[str, Any]], colum
                                              set_={column: stmt.excluded[column]}), list(rows))
 
 
+def generation(s: Session) -> int:
+    """The catalog's generation as the transaction `s` sees it."""
+    return int(s.scalars(select(Setting.value).where(Setting.key == "generation")).one())
+
+
 def read_changes(s: Session, gen: int) -> Changes:
     """Everything an index at generation `gen` must apply to be current, read in the
     transaction `s` (so one consistent state, even while another process writes)."""
-    now = int(s.get_one(Setting, "generation").value)
+    now = generation(s)
     if now == gen:
         return Changes(now)
     rows = s.execute(

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import ReadOnlyIndexError, RetrievalError
 from . import migrations
-from .changes import Changes, FileRecord, read_changes, write_batch
+from .changes import Changes, FileRecord, generation, read_changes, write_batch
 from .connection import MODE_WRITE, choose_mode, immediate, sqlite_engine, translate_errors
 from .metadata import TAGS_KEY, check_metadata, check_tags
 from .models import STATUS_FAILED, STATUS_OK, Exclusion, ImageRow, LocalFeatureRow, VectorRow, has_status
@@ -59,6 +59,7 @@ class Catalog(Settings):
         self.engine = sqlite_engine(self.path, mode)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._shared = threading.local()  # the session of this thread's open snapshot(), if any
+        self._last_write: Changes | None = None  # what this object's last apply() committed
         self._writes = sessionmaker(immediate(self.engine), expire_on_commit=False)
         try:
             self._upgrade()
@@ -296,9 +297,15 @@ class Catalog(Settings):
         """Everything an index at generation `gen` must apply to be current.
 
         Read in one transaction, so the result is a consistent snapshot even while
-        another process writes.
+        another process writes. The batch this object wrote last comes from memory when it
+        is exactly what `gen` lacks (no other commit before or after it): the writer
+        thread's catch-up after each batch then does not read back the vectors it has just
+        written (~60 us a row on a GPU machine, in the serial part of indexing).
         """
         with self._read() as s, (contextlib.nullcontext() if s.in_transaction() else s.begin()):
+            last = self._last_write
+            if last is not None and last.generation == gen + 1 and generation(s) == last.generation:
+                return last
             return read_changes(s, gen)
 
     # ------------------------------------------------------------------ writes
@@ -313,7 +320,9 @@ class Catalog(Settings):
         checked = [dataclasses.replace(r, metadata=check_metadata(r.metadata)) if r.metadata is not None else r
                    for r in records]
         with self._write() as s:
-            return write_batch(s, checked, removals, touches)
+            ids, changes = write_batch(s, checked, removals, touches)
+        self._last_write = changes  # committed
+        return ids
 
     def set_metadata(self, image_id: int, metadata: dict[str, Any]) -> None:
         """Replace one image's metadata.

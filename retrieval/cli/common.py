@@ -77,7 +77,8 @@ Runtime = Annotated[str, typer.Option(
          "runtime whose vectors agree with PyTorch's, measured once). Every runtime gives the same index.")]
 BatchSize = Annotated[int, typer.Option(min=1, metavar="N", help="Images per forward pass.")]
 Workers = Annotated[Optional[int], typer.Option(
-    min=0, metavar="N", show_default="one per core, at most 4", help="Decode worker processes.")]
+    min=0, metavar="N", show_default="CPU: one per core, at most 4; GPU: cores - 2, at most 16",
+    help="Decode worker processes.")]
 Decode = Annotated[str, typer.Option(metavar="WHERE", help=f"Where JPEGs are decoded: {', '.join(DECODE_MODES)} "
                                                            "(auto: on the GPU when the device is one).")]
 Extractor = Annotated[Optional[str], typer.Option(

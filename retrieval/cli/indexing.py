@@ -1,5 +1,6 @@
 """Commands that write an index: ``index`` and ``reindex``."""
 
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ from .common import (
     JsonOut, Precision, Quiet, Runtime, Weights, Workers, extractor_spec, json_or_line, parse_pairs, progress_bar,
     report_failures,
 )
+
+log = logging.getLogger("retrieval.cli")
 
 if TYPE_CHECKING:
     from ..indexing.run import IndexReport
@@ -153,6 +156,8 @@ def _print_report(report: "IndexReport", json_out: bool) -> None:
     report_failures([(p, "unknown file type") for p in report.unknown], "not read")
     unknown = f", unknown types {len(report.unknown)} ({report.unknown_suffixes()})" if report.unknown else ""
     excluded = f", excluded {report.excluded}" if report.excluded else ""
+    if report.stages:
+        log.info("where the time went: %s", report.where_the_time_went())
     json_or_line(report.to_dict(), json_out,
                  f"added {report.added}, updated {report.updated}, moved {report.moved}, "
                  f"duplicates {report.duplicates}, removed {report.removed}, unchanged {report.unchanged}, "

@@ -10,6 +10,7 @@ thread, one batch ahead, and `write` runs in a writer thread while the next batc
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,7 +23,11 @@ from .batches import DecodeDataset, DecodedBatch, LocalExtract, decode_loader
 from .device import decodes_on_device, finish_batch
 from .preprocess import CanvasMaker, Preprocessor
 
-__all__ = ["EmbedLoop"]
+__all__ = ["EmbedLoop", "STAGES"]
+
+STAGES = ("waiting_for_decoding", "model", "waiting_for_the_writer", "writing")
+"""The loop's timings: the model's thread waiting for a decoded batch, in the forward pass,
+and blocked on the previous batch's write; and the writer thread's own busy time."""
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -62,6 +67,7 @@ class EmbedLoop(Generic[R]):
         self.batch_size, self.workers, self.device, self.decode = batch_size, workers, device, decode
         self.batch_sampler, self.progress, self.phase, self.write = batch_sampler, progress, phase, write
         self.failures: list[tuple[int, str]] = []
+        self.timings: dict[str, float] = {}
 
     def __iter__(self) -> Iterator[tuple[DecodedBatch, R | None]]:
         pre = self.preprocess
@@ -74,11 +80,24 @@ class EmbedLoop(Generic[R]):
         if device_pre is not None:
             batches = _one_ahead(loader, lambda b: finish_batch(b, device_pre, self.device, dataset.decode_on_host))
         self.failures, done = [], 0
-        with _writer(self.write) as write:
-            for batch in batches:
+        # Where the loop's time goes (wall seconds; "writing" in the writer thread, beside the
+        # others): the stage that fills the wall is the bottleneck. Reported by `retrieve index -v`.
+        times = self.timings = dict.fromkeys(STAGES, 0.0)
+        with _writer(self.write, times) as write:
+            pending = iter(batches)
+            while True:
+                t0 = time.perf_counter()
+                batch = next(pending, None)
+                t1 = time.perf_counter()
+                times["waiting_for_decoding"] += t1 - t0
+                if batch is None:
+                    break
                 output = self.embed(batch) if batch.indices else None
+                t2 = time.perf_counter()
+                times["model"] += t2 - t1
                 self.failures += [(d.index, d.error or "") for d in batch.failures]
                 write(batch, output)
+                times["waiting_for_the_writer"] += time.perf_counter() - t2
                 yield batch, output
                 done += len(batch.indices) + len(batch.failures)
                 if self.progress:
@@ -91,19 +110,28 @@ class EmbedLoop(Generic[R]):
 
 
 @contextmanager
-def _writer(write: Callable[[DecodedBatch, R | None], None] | None,
+def _writer(write: Callable[[DecodedBatch, R | None], None] | None, times: dict[str, float],
             ) -> Iterator[Callable[[DecodedBatch, R | None], None]]:
     """A submit function that runs `write` in a writer thread, one call in flight; waits
-    for the last call on exit. Without `write`, submitting does nothing."""
+    for the last call on exit. Without `write`, submitting does nothing. The writer's busy
+    time adds up in ``times["writing"]``."""
     if write is None:
         yield lambda batch, output: None
         return
     pending: list[Future[None]] = []
+
+    def timed(batch: DecodedBatch, output: R | None) -> None:
+        start = time.perf_counter()
+        try:
+            write(batch, output)
+        finally:
+            times["writing"] += time.perf_counter() - start
+
     with ThreadPoolExecutor(1, thread_name_prefix="batch-writer") as pool:
         def submit(batch: DecodedBatch, output: R | None) -> None:
             if pending:
                 pending.pop().result()
-            pending.append(pool.submit(write, batch, output))
+            pending.append(pool.submit(timed, batch, output))
 
         yield submit
         if pending:

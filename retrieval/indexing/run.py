@@ -52,6 +52,7 @@ class IndexReport:
     removed_paths: list[str] = field(default_factory=list)
     embedded: int = 0
     seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)  # seconds by stage: see STAGES
 
     @property
     def images_per_second(self) -> float:
@@ -63,11 +64,16 @@ class IndexReport:
             "duplicates": self.duplicates, "removed": self.removed, "unchanged": self.unchanged,
             "failed": len(self.failed), "embedded": self.embedded,
             "seconds": round(self.seconds, 3), "images_per_second": round(self.images_per_second, 2),
+            "stages": {name: round(value, 3) for name, value in self.stages.items()},
             "failures": [{"path": p, "error": e} for p, e in self.failed],
             "skipped": len(self.skipped), "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped],
             "removed_paths": self.removed_paths,
             "unknown_types": len(self.unknown), "unknown_files": self.unknown, "excluded": self.excluded,
         }
+
+    def where_the_time_went(self) -> str:
+        """The stages' seconds in one line, for -v and benchmarks: "planning 3.1 s, ..."."""
+        return ", ".join(f"{name.replace('_', ' ')} {value:.1f} s" for name, value in self.stages.items())
 
     def unknown_suffixes(self) -> str:
         """The unknown types found, most frequent first: ".mov 3, .txt 1"."""
@@ -132,10 +138,12 @@ def _embed(plan: Plan, catalog: Catalog, extractor: Extractor, after_batch: Call
         catalog.apply(batch_records(plan, batch.items, vectors, batch.failures, metadata, report))
         after_batch()
 
-    EmbedLoop([s.path for s, _ in plan.embed], extractor.preprocessor,
-              lambda b: extractor.embed_adaptive(b.pixels, b.heights, b.widths),
-              batch_size=batch_size, workers=workers, device=extractor.device, decode=decode,
-              progress=progress, phase="embedding", write=commit, local=local, exif=True).run()
+    loop = EmbedLoop([s.path for s, _ in plan.embed], extractor.preprocessor,
+                     lambda b: extractor.embed_adaptive(b.pixels, b.heights, b.widths),
+                     batch_size=batch_size, workers=workers, device=extractor.device, decode=decode,
+                     progress=progress, phase="embedding", write=commit, local=local, exif=True)
+    loop.run()
+    report.stages.update(loop.timings)
 
 
 def batch_records(plan: Plan, items: Sequence[Decoded], vectors: np.ndarray | None, failures: Sequence[Decoded],

@@ -94,3 +94,50 @@ def test_a_batch_larger_than_one_in_list_is_written_whole(catalog: Catalog) -> N
     catalog.apply(removals=ids[:11_000])
     assert catalog.counts()["ok"] == 1_000
     assert len(catalog.changes_since(1).removed) == 11_000
+
+
+def _replay(index: dict[int, bytes], changes) -> None:
+    """Apply Changes to a plain {id: vector bytes} index the way a cache does: remove, then add."""
+    for i in [*changes.removed.tolist(), *changes.ids.tolist()]:
+        index.pop(int(i), None)
+    for i, vec in zip(changes.ids.tolist(), changes.vectors if changes.vectors is not None else []):
+        index[int(i)] = np.asarray(vec, np.float32).tobytes()
+
+
+def test_the_writer_hands_its_batch_over_and_it_equals_what_a_reader_reads_back(tmp_path: Path) -> None:
+    writer = Catalog(tmp_path / "catalog.sqlite", create=True)
+    reader = Catalog(tmp_path / "catalog.sqlite")  # another object: reads every change back from SQLite
+    handed: dict[int, bytes] = {}
+    read: dict[int, bytes] = {}
+    gen = writer.generation()
+    ids = writer.apply([record(n) for n in range(6)])
+    batches = [
+        [replace(record(1), id=ids[1], vector=np.full(8, 2, np.float32), content_hash="new1"), record(7)],
+        [replace(record(2), id=ids[2], status=STATUS_FAILED, error="broken", vector=None)],
+        [replace(record(3), path="/moved/3.jpg", id=ids[3], vector=None)],  # a move: id and vector stay
+        [],  # removals only (below)
+    ]
+    removals = [[], [], [], [ids[4], ids[0]]]
+    written: list[list[int]] = []
+    for step, (records, gone) in enumerate([([], [])] + list(zip(batches, removals))):
+        if step:
+            written.append(writer.apply(records, removals=gone))
+        handed_changes = writer.changes_since(gen)
+        assert handed_changes is writer._last_write, "the writer's own last batch comes from memory"
+        _replay(handed, handed_changes)
+        _replay(read, reader.changes_since(gen))
+        assert handed == read, f"step {step}"
+        gen = handed_changes.generation
+    assert set(handed) == {ids[1], ids[3], ids[5], written[0][1]}  # 2 failed, 0 and 4 removed, 7 added
+    assert handed[ids[1]] == np.full(8, 2, np.float32).tobytes()
+
+
+def test_a_commit_by_someone_else_makes_the_writer_read_back(tmp_path: Path) -> None:
+    writer = Catalog(tmp_path / "catalog.sqlite", create=True)
+    other = Catalog(tmp_path / "catalog.sqlite")
+    gen = writer.generation()
+    writer.apply([record(1)])
+    other.apply([record(2)])  # commits after the writer's batch
+    changes = writer.changes_since(gen)
+    assert changes is not writer._last_write
+    assert len(changes.ids) == 2 and changes.generation == gen + 2

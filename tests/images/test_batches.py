@@ -3,9 +3,13 @@ becomes an error item with its reason, never an exception that stops the batch."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from retrieval.images.batches import DecodeDataset, collate_decoded
+import pytest
+import torch
+
+from retrieval.images.batches import DecodeDataset, collate_decoded, default_workers
 from retrieval.images.preprocess import Preprocessor
 
 from .. import badimages as bi
@@ -23,3 +27,13 @@ def test_decode_dataset_turns_bad_files_into_errors(bad_dir: Path) -> None:
     batch = collate_decoded(items)
     assert batch.indices == [0] and tuple(batch.pixels.shape) == (1, 224, 224, 3)
     assert [d.index for d in batch.failures] == list(range(1, len(paths)))
+
+
+@pytest.mark.parametrize(("cores", "device", "expected"), [
+    (2, "cpu", 2), (16, "cpu", 4), (16, "cuda", 14), (64, "cuda", 16), (2, "cuda", 1), (1, "cuda", 1),
+])
+def test_default_workers_feed_a_gpu_with_every_spare_core(monkeypatch: pytest.MonkeyPatch, cores: int, device: str,
+                                                          expected: int) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    assert default_workers(None, torch.device(device)) == expected
+    assert default_workers(3, torch.device(device)) == 3  # asked for: as asked

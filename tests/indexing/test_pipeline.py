@@ -5,6 +5,7 @@ writer thread) stores the vectors a plain loop computes.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +42,36 @@ def test_pipelined_indexing_matches_a_plain_loop(make_engine, extractor, sample_
     cosines = (stored * plain).sum(1)
     assert cosines.min() > 0.98, cosines.min()  # draft decoding resamples a little differently
     assert np.median(cosines) > 0.995
+
+
+def test_the_report_says_where_the_time_went(make_engine, extractor, sample_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each stage is timed where it happens: a model made slower shows in "model", a slower
+    writer in "writing", and the stages fit inside the run's wall time."""
+    real_embed = extractor.embed
+
+    def slow_model(p: torch.Tensor, h: torch.Tensor, w: torch.Tensor) -> np.ndarray:
+        time.sleep(0.2)
+        return real_embed(p, h, w)
+
+    monkeypatch.setattr(extractor, "embed", slow_model)
+    engine = make_engine(batch_size=10, workers=0)
+    real_apply = engine.catalog.apply
+
+    def slow_apply(*args, **kwargs):
+        time.sleep(0.1)
+        return real_apply(*args, **kwargs)
+
+    monkeypatch.setattr(engine.catalog, "apply", slow_apply)
+    report = engine.index([sample_dir])
+    stages = report.stages
+    assert list(stages) == ["planning", "waiting_for_decoding", "model", "waiting_for_the_writer", "writing",
+                            "saving"]
+    assert all(v >= 0 for v in stages.values())
+    assert stages["model"] >= 5 * 0.2  # five batches of ten
+    assert stages["writing"] >= 5 * 0.1
+    serial = stages["planning"] + stages["waiting_for_decoding"] + stages["model"] + \
+        stages["waiting_for_the_writer"] + stages["saving"]
+    assert serial <= report.seconds * 1.01 + 0.01
+    assert report.to_dict()["stages"]["model"] == round(stages["model"], 3)
+    assert "model" in report.where_the_time_went()
