@@ -1,7 +1,7 @@
 #!/bin/bash
 # The GPU checks, in one command for a short lease of a GPU machine (about 5 minutes on an H100):
-#   bench_index at batch 256 (JPEGs decoded on the GPU) with the naive loop, with CPU decoding,
-#   at batch 512, with 12 decode workers; then `retrieve index` and two cold `retrieve query` runs from the CLI.
+#   bench_index at batch 256 (JPEGs decoded on the GPU) with the naive loop, with CUDA graphs, with CPU
+#   decoding, with 4 decode workers; then `retrieve index` and two cold `retrieve query` runs from the CLI.
 # Results (JSON and logs) go to $OUT (default /tmp/bench_gpu).
 #
 #   SOURCE=../shared/data/caltech101 bash scripts/bench_gpu.sh
@@ -29,15 +29,15 @@ run() {
   echo "rc $?"; tail -n 4 "$OUT/$name.log"; cat "$OUT/$name.json"
 }
 run b256 --batch-size 256 --naive-count "$NAIVE" --model-seconds 5
+run b256graphs --batch-size 256 --graphs on --skip-naive --model-seconds 3 --queries 30   # not yet run on a GPU
 run b256cpu --batch-size 256 --decode cpu --skip-naive --model-seconds 3 --queries 30
-run b512 --batch-size 512 --skip-naive --model-seconds 3 --queries 30
-run b256w12 --batch-size 256 --workers 12 --skip-naive --model-seconds 3 --queries 30   # is "up to 4" right here?
+run b256w4 --batch-size 256 --workers 4 --skip-naive --model-seconds 3 --queries 30   # the old default, beside cores - 2
 echo "== retrieve index, then two cold queries"
 rm -rf /tmp/bench_gpu_index
-$PY -m retrieval.cli index "bench-data/images-$COUNT" --index-dir /tmp/bench_gpu_index --device "$DEV" --batch-size 256 \
+$PY -m retrieval.cli -v index "bench-data/images-$COUNT" --index-dir /tmp/bench_gpu_index --device "$DEV" --batch-size 256 \
   --json >"$OUT/cli_index.json" 2>"$OUT/cli_index.log"; echo "rc $?"; tail -c 600 "$OUT/cli_index.json"
 query=$(head -n 1 "$SOURCE/test.txt")
 for _ in 1 2; do
-  /usr/bin/time -f "cold query wall %e s" $PY -m retrieval.cli query "$SOURCE/images/$query" \
+  /usr/bin/time -f "cold query wall %e s" $PY -m retrieval.cli -v query "$SOURCE/images/$query" \
     --index-dir /tmp/bench_gpu_index -k 5 2>&1 | tail -n 3
 done

@@ -50,6 +50,7 @@ from torchvision import transforms
 
 from retrieval import Engine
 from retrieval.images.batches import default_workers
+from retrieval.indexing.run import IndexReport
 from retrieval.options import EngineOptions
 from retrieval.images.decode import load_image
 from retrieval.extractors import Extractor, ExtractorConfig, create_extractor
@@ -144,8 +145,9 @@ def measure_model(extractor: Extractor, batch_size: int, min_seconds: float) -> 
 
 
 def measure_e2e(extractor: Extractor, folder: Path, index_dir: Path, args: argparse.Namespace,
-                ) -> tuple[float, Engine]:
-    """images/s of Engine.create + Engine.index on the folder, wall time; the engine stays open."""
+                ) -> tuple[float, Engine, IndexReport]:
+    """images/s of Engine.create + Engine.index on the folder, wall time; the engine stays
+    open; the report says where the time went (its stages)."""
     start = time.perf_counter()
     engine = Engine.create(index_dir, extractor, options=EngineOptions(
         device=str(extractor.device), batch_size=args.batch_size, workers=args.workers, decode=args.decode))
@@ -153,7 +155,7 @@ def measure_e2e(extractor: Extractor, folder: Path, index_dir: Path, args: argpa
     seconds = time.perf_counter() - start
     if report.failed or report.embedded != args.count:
         sys.exit(f"error: e2e run embedded {report.embedded} of {args.count}, failed {report.failed[:3]}")
-    return report.embedded / seconds, engine
+    return report.embedded / seconds, engine, report
 
 
 def measure_naive(config: ExtractorConfig, device: torch.device, files: list[Path]) -> float:
@@ -212,6 +214,25 @@ def measure_queries(engine: Engine, queries: list[Path]) -> dict[str, float]:
             "query_model_p99_ms": float(np.percentile(model_ms, 99)), "queries": len(ms)}
 
 
+def check_graphs(extractor: Extractor, files: list[Path], batch_size: int, min_seconds: float) -> dict[str, float]:
+    """On a GPU: the model alone without CUDA graphs (the eager forward), and the lowest
+    cosine between graph and eager vectors of the same real photos (one batch of them)."""
+    graphs = extractor.graphs  # type: ignore[attr-defined]
+    prepared = [extractor.preprocessor(load_image(f).image) for f in files[:batch_size]]
+    pixels = torch.from_numpy(np.stack([p[0] for p in prepared]))
+    heights, widths = torch.tensor([p[1] for p in prepared]), torch.tensor([p[2] for p in prepared])
+    graphs.enable(False)
+    eager = extractor.embed(pixels, heights, widths)
+    eager_rate = measure_model(extractor, batch_size, min_seconds)
+    graphs.enable()
+    for _ in range(3):  # seen, captured, replayed
+        replayed = extractor.embed(pixels, heights, widths)
+    if not graphs.enabled:
+        sys.exit("error: CUDA graph capture failed (see the warning above)")
+    return {"model_eager_images_per_s": round(eager_rate, 2),
+            "graphs_min_cosine": round(float((eager * replayed).sum(1).min()), 6)}
+
+
 def model_load_seconds(index_dir: Path, device: torch.device) -> float:
     """What a fresh process pays once before its first query: building the extractor."""
     with Engine.open(index_dir, options=EngineOptions(device=str(device))) as engine:
@@ -244,6 +265,9 @@ def main() -> None:
     ap.add_argument("--naive-count", type=int, default=None,
                     help="time the naive loop on the first N images only (a rate: fewer images, same figure)")
     ap.add_argument("--source", type=Path, default=DATA, help="Caltech-101 folder (images/, train.txt, test.txt)")
+    ap.add_argument("--graphs", choices=("on", "off"), default="off",
+                    help="CUDA graphs for the forward on a GPU (on: also times the eager forward and "
+                         "compares vectors; see retrieval/extractors/cuda_graphs.py)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     args = ap.parse_args()
     if args.threads:
@@ -262,6 +286,13 @@ def main() -> None:
     load_s = time.perf_counter() - start
     dev = extractor.device
     print(f"device {device_name(dev)}, batch {args.batch_size}, precision {extractor.precision}", file=sys.stderr)
+    graph_check = {}
+    if dev.type == "cuda" and hasattr(extractor, "graphs"):
+        if args.graphs == "on":
+            graph_check = check_graphs(extractor, files, args.batch_size, args.model_seconds)
+            print(f"model eager  {graph_check['model_eager_images_per_s']:9.1f} images/s, graphs vs eager "
+                  f"lowest cosine {graph_check['graphs_min_cosine']}", file=sys.stderr)
+        extractor.graphs.enable(args.graphs == "on")
 
     # The model is timed before and after the end-to-end run and the two averaged, so a
     # change in what else the machine is doing shows as their spread, not as a skewed ratio.
@@ -269,14 +300,14 @@ def main() -> None:
     print(f"model only   {model_runs[0]:9.1f} images/s", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         index_dir = Path(tmp) / "index"
-        e2e, engine = measure_e2e(extractor, folder, index_dir, args)
-        print(f"end to end   {e2e:9.1f} images/s", file=sys.stderr)
+        e2e, engine, report = measure_e2e(extractor, folder, index_dir, args)
+        print(f"end to end   {e2e:9.1f} images/s ({report.where_the_time_went()})", file=sys.stderr)
         model_runs.append(measure_model(extractor, args.batch_size, args.model_seconds))
         print(f"model only   {model_runs[1]:9.1f} images/s (again)", file=sys.stderr)
         model = sum(model_runs) / 2
         with engine:
             latency = measure_queries(engine, queries)
-            workers_used = default_workers(engine.options.workers)
+            workers_used = default_workers(engine.options.workers, dev)
         load_fresh = model_load_seconds(index_dir, dev)
     naive = None if args.skip_naive else measure_naive(extractor.manifest.config, dev, files[: args.naive_count])
     if naive is not None:
@@ -287,7 +318,7 @@ def main() -> None:
         "precision": extractor.precision, "workers": workers_used, "decode": args.decode,
         "image_size": extractor.manifest.config.image_size, "count": args.count,
         "model_images_per_s": round(model, 2), "model_before_after": [round(m, 2) for m in model_runs],
-        "e2e_images_per_s": round(e2e, 2),
+        "e2e_images_per_s": round(e2e, 2), "e2e_stages_s": report.to_dict()["stages"], "graphs": args.graphs if dev.type == "cuda" else None, **graph_check,
         "naive_images_per_s": round(naive, 2) if naive is not None else None,
         "naive_count": None if naive is None else min(args.naive_count or args.count, args.count),
         "e2e_over_model": round(e2e / model, 3), "e2e_over_naive": round(e2e / naive, 2) if naive else None,

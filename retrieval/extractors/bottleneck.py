@@ -11,6 +11,7 @@ from .backbones import create_trunk
 from ..options import resolve_device
 from .base import Extractor
 from .config import ExtractorConfig, Manifest
+from .cuda_graphs import GraphedForward
 from ..options import autocast, resolve_precision
 from .pooling import create_pooling, valid_mask
 from .pooling.multiscale import embed_scales
@@ -75,6 +76,7 @@ class BottleneckExtractor(Extractor):
         self.net = net.to(self.device).eval()
         if self.device.type == "cuda":
             self.net = self.net.to(memory_format=torch.channels_last)
+        self.graphs = GraphedForward(self._forward, self.device)  # off unless enabled (see .cuda_graphs)
 
     @property
     def scale_exponent(self) -> float:
@@ -88,7 +90,11 @@ class BottleneckExtractor(Extractor):
     def embed(self, pixels: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> np.ndarray:
         non_blocking = self.device.type == "cuda"  # the loader pins host memory on CUDA
         pixels = pixels.to(self.device, non_blocking=non_blocking)
-        with autocast(self.device, self.precision):
-            out = embed_scales(self.net, pixels, heights.to(self.device), widths.to(self.device),
-                               self.manifest.config.scales, self.scale_exponent)
+        heights, widths = heights.to(self.device), widths.to(self.device)
+        out = self._forward(pixels, heights, widths) if self.net.training else self.graphs(pixels, heights, widths)
         return out.float().cpu().numpy()
+
+    def _forward(self, pixels: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> torch.Tensor:
+        """The whole descriptor on device tensors: what a CUDA graph captures."""
+        with autocast(self.device, self.precision):
+            return embed_scales(self.net, pixels, heights, widths, self.manifest.config.scales, self.scale_exponent)
