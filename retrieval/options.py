@@ -8,6 +8,7 @@ CLI can answer ``--help``) without loading it.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -18,8 +19,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["DECODE_MODES", "DENOISE_AT", "PRECISIONS", "RUNTIMES", "EngineOptions", "Progress", "autocast",
-           "check_decode_mode", "check_device", "check_precision", "check_runtime", "resolve_device",
-           "resolve_precision"]
+           "check_decode_mode", "check_device", "check_precision", "check_runtime", "device_kind", "no_cuda_possible",
+           "resolve_device", "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DECODE_MODES = ("auto", "cpu", "device")  # where JPEGs are decoded: auto (on a GPU, there), cpu, device
@@ -44,6 +45,26 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def device_kind(device: str | torch.device = "auto") -> str:
+    """What `device` resolves to ("cpu", "cuda", ...), without importing PyTorch where that
+    can be told: a CPU named as such, or "auto" where no CUDA GPU can be visible (see
+    :func:`no_cuda_possible`). A query run by an exported graph then never loads PyTorch,
+    whose import is most of a cold `retrieve query`."""
+    name = str(device)
+    if name == "cpu" or (name == "auto" and "torch" not in sys.modules and no_cuda_possible()):
+        return "cpu"
+    return resolve_device(device).type
+
+
+def no_cuda_possible() -> bool:
+    """Whether no CUDA GPU can be visible to this process, known without loading a driver:
+    on Linux the NVIDIA driver's control node is missing (/dev/nvidiactl; /dev/dxg under
+    WSL2), and macOS has no CUDA. False where it cannot be told this way."""
+    if sys.platform == "darwin":
+        return True
+    return sys.platform.startswith("linux") and not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/dxg"))
+
+
 def check_precision(precision: str) -> str:
     """`precision`, if it is one of PRECISIONS.
 
@@ -55,14 +76,15 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' is bf16 on a GPU that supports it (fp16 otherwise) and fp32 on the CPU."""
-    import torch
-
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """'auto' is bf16 on a GPU that supports it (fp16 otherwise) and fp32 on the CPU.
+    `device` is a device or its kind (:func:`device_kind`)."""
     if check_precision(precision) != "auto":
         return precision
-    if device.type != "cuda":
+    if (device if isinstance(device, str) else device.type) != "cuda":
         return "fp32"
+    import torch
+
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 

@@ -34,3 +34,19 @@ def test_device_and_precision_resolution(monkeypatch: pytest.MonkeyPatch) -> Non
         resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto").type == "cuda"
+
+
+def test_a_cpu_only_machine_resolves_auto_without_loading_pytorch() -> None:
+    """What lets a query run by an exported graph skip PyTorch's import (most of a cold query)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from retrieval.options import device_kind, no_cuda_possible; "
+            "kinds = device_kind('cpu'), device_kind('auto'); print(kinds[0], kinds[1], no_cuda_possible(), "
+            "'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "cpu"
+    if out[2] == "True":  # no NVIDIA device node here (CI): auto is the CPU, and PyTorch stayed out
+        assert out[1:] == ["cpu", "True", "False"]
+    else:  # a GPU machine: auto asks PyTorch, which then is loaded
+        assert out[3] == "True"

@@ -1,18 +1,27 @@
 """What every extractor is: a manifest that identifies it (:mod:`.config`) and the two
-steps of embedding (host-side preprocessing, device-side forward)."""
+steps of embedding (host-side preprocessing, device-side forward).
+
+Importing this module does not import PyTorch: an extractor that runs an exported graph
+(:mod:`retrieval.runtimes`) answers a query without it, and PyTorch's import is most of a
+cold `retrieve query`.
+"""
 
 from __future__ import annotations
 
 import abc
 import logging
+import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..errors import RetrievalError
 from ..images.preprocess import Preprocessor
 from .config import Manifest
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Extractor"]
 
@@ -60,9 +69,9 @@ class Extractor(abc.ABC):
             try:
                 out.append(self.embed(pixels[start:end], heights[start:end], widths[start:end]))
                 start = end
-            except torch.OutOfMemoryError:
+            except _device_out_of_memory():
                 if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
+                    sys.modules["torch"].cuda.empty_cache()
                 if step == 1:
                     raise RetrievalError(f"out of {self.device.type} memory even for one image; "
                                          "lower --image-size or use --device cpu") from None
@@ -74,7 +83,20 @@ class Extractor(abc.ABC):
     def embed_images(self, images: list[Image.Image]) -> np.ndarray:
         """Convenience for a few in-memory images (queries): preprocess and embed."""
         prepared = [self.preprocessor(im) for im in images]
-        pixels = torch.from_numpy(np.stack([p[0] for p in prepared]))
-        hs = torch.tensor([p[1] for p in prepared])
-        ws = torch.tensor([p[2] for p in prepared])
-        return self.embed_adaptive(pixels, hs, ws)
+        return self.embed_adaptive(*self.batch_inputs(np.stack([p[0] for p in prepared]),
+                                                      np.array([p[1] for p in prepared], np.int64),
+                                                      np.array([p[2] for p in prepared], np.int64)))
+
+    def batch_inputs(self, pixels: np.ndarray, heights: np.ndarray, widths: np.ndarray) -> tuple[Any, Any, Any]:
+        """What :meth:`embed` takes, from host arrays: PyTorch tensors (an extractor that
+        runs without PyTorch takes the arrays as they are)."""
+        import torch
+
+        return torch.from_numpy(pixels), torch.from_numpy(heights), torch.from_numpy(widths)
+
+
+def _device_out_of_memory() -> tuple[type[BaseException], ...]:
+    """What an out-of-memory error of the device is: PyTorch's, once PyTorch is loaded
+    (before that, nothing that could raise it has run)."""
+    torch = sys.modules.get("torch")
+    return (torch.OutOfMemoryError,) if torch is not None else ()

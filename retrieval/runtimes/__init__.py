@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import RetrievalError
-from ..options import check_runtime, resolve_device, resolve_precision
+from ..options import check_runtime, device_kind, resolve_device, resolve_precision
 from .errors import ExportFailedError, RuntimeUnavailableError, RuntimeUnsupportedError
 
 if TYPE_CHECKING:
@@ -49,20 +49,20 @@ def create_runtime_extractor(config: ExtractorConfig, device: str | torch.device
     from ..extractors import create_extractor
     from .threads import intra_op_threads
 
-    runtime, dev = check_runtime(runtime), resolve_device(device)
+    runtime, kind = check_runtime(runtime), device_kind(device)  # PyTorch stays unloaded on a CPU-only machine
     if precision == "auto" and known is not None and known.precision != "fp32":
         precision = known.precision  # the index's recorded choice, wherever it is opened
-    exact = resolve_precision(precision, dev)
-    if dev.type == "cpu" and exact != "fp32":
+    exact = resolve_precision(precision, kind)
+    on_cpu = kind == "cpu"
+    if on_cpu and exact != "fp32":
         return _reduced_on_cpu(config, exact, runtime, known)
-    on_cpu = dev.type == "cpu"
     if runtime == "torch" or (runtime == "auto" and not on_cpu):
-        built = create_extractor(config, dev, exact)
+        built = create_extractor(config, resolve_device(device), exact)
         if known is not None and known.precision == exact:  # GPU autocast fits a bf16 index as well
             built.manifest = replace(built.manifest, precision=exact)
         return built
     if not on_cpu:
-        raise RuntimeUnsupportedError(f"runtime {runtime} runs float32 on the CPU only (here: {dev.type}, "
+        raise RuntimeUnsupportedError(f"runtime {runtime} runs float32 on the CPU only (here: {kind}, "
                                       f"{exact}); use --runtime torch or auto")
     if runtime == "auto":
         from .choice import auto_extractor
@@ -127,7 +127,8 @@ def _emulated(runtime: str) -> RuntimeUnsupportedError:
 
 def runtime_denoiser(denoiser: Denoiser, extractor: Extractor) -> Denoiser:
     """`denoiser`, run by the same runtime as `extractor` (as it is when that is PyTorch)."""
-    from .session import GraphDenoiser, GraphExtractor
+    from .denoising import GraphDenoiser
+    from .session import GraphExtractor
 
     if not isinstance(extractor, GraphExtractor) or isinstance(denoiser, GraphDenoiser):
         return denoiser

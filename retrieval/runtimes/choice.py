@@ -14,17 +14,16 @@ loads the cached graph without building the PyTorch model at all.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from ..extractors.base import Extractor
 from ..extractors.config import ExtractorConfig, Manifest
@@ -32,6 +31,9 @@ from .cache import cache_root, graph_key, write_atomic
 from ..errors import RetrievalError
 from .graphs import graph_extractor
 from .session import RUNTIMES, installed, runtime_version
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["MIN_COSINE", "Decision", "Decisions", "auto_extractor", "fastest_agreeing", "measure", "probe_batch"]
 
@@ -45,6 +47,9 @@ TORCH = "torch"
 def probe_batch(size: int, count: int = PROBE_IMAGES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`count` canvases of smooth random scenes with fine noise (not flat noise, whose
     descriptors would all look alike), letterboxed at varied aspect ratios."""
+    import torch  # only a measurement needs it: a remembered choice loads its graph without PyTorch
+    import torch.nn.functional as F
+
     gen = torch.Generator().manual_seed(16)
     coarse = torch.rand(count, 3, 6, 6, generator=gen)
     scene = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
@@ -108,7 +113,8 @@ def _machine() -> dict[str, Any]:
                      if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cpu": model, "machine": platform.machine(), "threads": intra_op_threads(), "torch": torch.__version__,
+    return {"cpu": model, "machine": platform.machine(), "threads": intra_op_threads(),
+            "torch": importlib.metadata.version("torch"),
             **{name: runtime_version(name) for name in RUNTIMES if installed(name)}}
 
 

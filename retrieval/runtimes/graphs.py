@@ -7,16 +7,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..extractors.backbones import weights_digest
-from ..extractors.base import Extractor
 from ..extractors.config import Manifest
-from ..extractors.denoise import Denoiser
 from .cache import OPSET, CachedGraph, graph_key
 from .errors import ExportFailedError, RuntimeUnavailableError, RuntimeUnsupportedError
-from .graph import export_denoiser, export_descriptor
-from .session import GraphDenoiser, GraphExtractor, Session, open_session
+from .session import GraphExtractor, Session, open_session
+
+if TYPE_CHECKING:  # these import PyTorch, which a cached descriptor graph runs without
+    from ..extractors.base import Extractor
+    from ..extractors.denoise import Denoiser
+    from .denoising import GraphDenoiser
 
 __all__ = ["INPUTS", "denoiser_graph", "descriptor_graph", "graph_denoiser", "graph_extractor"]
 
@@ -40,6 +41,8 @@ def descriptor_graph(manifest: Manifest) -> CachedGraph:
 
 def denoiser_graph(denoiser: Denoiser, image_size: int) -> CachedGraph:
     """The cache entry of `denoiser`'s graph for canvases of side `image_size`."""
+    from ..extractors.backbones import weights_digest
+
     identity = {"weights_digest": weights_digest(denoiser.model), "image_size": image_size}
     return CachedGraph(graph_key("denoiser", identity), {"denoiser": identity, "opset": OPSET})
 
@@ -82,14 +85,23 @@ def graph_extractor(runtime: str, manifest: Manifest, source: Extractor | None, 
     not cached; None if it is not cached and `source` is None (the caller then builds the
     PyTorch extractor and asks again)."""
     cached = descriptor_graph(manifest)
-    export = None if source is None else (lambda path: export_descriptor(source, path, OPSET))
-    session = _load(runtime, cached, export, threads, precision)
+
+    def export(path: Path) -> None:
+        from .graph import export_descriptor
+
+        assert source is not None
+        export_descriptor(source, path, OPSET)
+
+    session = _load(runtime, cached, None if source is None else export, threads, precision)
     return None if session is None else GraphExtractor(replace(manifest, precision=precision), runtime, session,
                                                        cached.path)
 
 
 def graph_denoiser(runtime: str, denoiser: Denoiser, image_size: int, threads: int) -> GraphDenoiser:
     """`denoiser` cleaning `image_size` canvases in `runtime`."""
+    from .denoising import GraphDenoiser
+    from .graph import export_denoiser
+
     cached = denoiser_graph(denoiser, image_size)
     session = _load(runtime, cached, lambda path: export_denoiser(denoiser, image_size, path, OPSET), threads)
     assert session is not None  # with an export function, _load returns a session or raises

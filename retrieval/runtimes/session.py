@@ -14,18 +14,18 @@ import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import torch
 
 from ..extractors.base import Extractor
 from ..extractors.config import Manifest
-from ..extractors.denoise import Denoiser
 from .errors import RuntimeUnavailableError
 
-__all__ = ["RUNTIMES", "GraphDenoiser", "GraphExtractor", "Runtime", "Session", "installed", "open_session",
-           "runtime_version"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["RUNTIMES", "GraphExtractor", "Runtime", "Session", "installed", "open_session", "runtime_version"]
 
 
 class Session(Protocol):
@@ -82,30 +82,24 @@ class GraphExtractor(Extractor):
 
     def __init__(self, manifest: Manifest, runtime: str, session: Session, graph: Path) -> None:
         self.manifest = manifest
-        self.device = torch.device("cpu")
         self.runtime = runtime
         self.session = session
         self.graph = graph
 
-    def embed(self, pixels: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor) -> np.ndarray:
-        out = self.session.run({"pixels": np.ascontiguousarray(pixels.cpu().numpy(), dtype=np.uint8),
-                                "heights": heights.cpu().numpy().astype(np.int64),
-                                "widths": widths.cpu().numpy().astype(np.int64)})
+    @property
+    def device(self) -> torch.device:  # pyright: ignore[reportIncompatibleVariableOverride]
+        """The CPU; a property, so that a query run by the graph never imports PyTorch."""
+        import torch
+
+        return torch.device("cpu")
+
+    def embed(self, pixels: Any, heights: Any, widths: Any) -> np.ndarray:
+        """Host arrays or CPU tensors in (both convert to numpy without a copy)."""
+        out = self.session.run({"pixels": np.ascontiguousarray(pixels, dtype=np.uint8),
+                                "heights": np.asarray(heights, dtype=np.int64),
+                                "widths": np.asarray(widths, dtype=np.int64)})
         return out.astype(np.float32, copy=False)
 
-
-class GraphDenoiser(Denoiser):
-    """A :class:`Denoiser` whose cleaning runs in an exported graph (the PyTorch model is
-    kept: it is what the graph was exported from)."""
-
-    def __init__(self, denoiser: Denoiser, runtime: str, session: Session, graph: Path) -> None:
-        # Not Denoiser.__init__: the checkpoint is loaded already, in `denoiser`.
-        self.path, self.model, self.precision = denoiser.path, denoiser.model, "fp32"
-        self.device = torch.device("cpu")
-        self.runtime = runtime
-        self.session = session
-        self.graph = graph
-
-    def clean(self, pixels: torch.Tensor) -> torch.Tensor:
-        out = self.session.run({"pixels": np.ascontiguousarray(pixels.cpu().numpy(), dtype=np.uint8)})
-        return torch.from_numpy(out)
+    def batch_inputs(self, pixels: np.ndarray, heights: np.ndarray, widths: np.ndarray,
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return pixels, heights, widths

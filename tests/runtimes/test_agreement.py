@@ -12,7 +12,8 @@ from PIL import Image
 from retrieval.extractors import Extractor, ExtractorConfig, create_extractor, resolve_extractor
 from retrieval.extractors.denoise import Denoiser, DenoisingExtractor
 from retrieval.runtimes import create_runtime_extractor, ExportFailedError, runtime_denoiser
-from retrieval.runtimes.session import GraphDenoiser, GraphExtractor
+from retrieval.runtimes.denoising import GraphDenoiser
+from retrieval.runtimes.session import GraphExtractor
 
 from .conftest import MIN_COSINE, RUNTIME_NAMES, lowest_cosine
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import retrieval.runtimes.graphs as graphs
+import retrieval.runtimes.graph as graph_export
 from retrieval.extractors import Extractor, ExtractorConfig, create_extractor
 from retrieval.runtimes import create_runtime_extractor, ExportFailedError
 from retrieval.runtimes.cache import OPSET, cache_root, graph_key
@@ -26,13 +26,13 @@ CONFIG = ExtractorConfig(image_size=96)
 def exports(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the exports made (each records the canvas size it exported)."""
     made: list[int] = []
-    real = graphs.export_descriptor
+    real = graph_export.export_descriptor  # imported from there when an export is needed
 
     def counting(extractor: Extractor, path: Path, opset: int) -> None:
         made.append(extractor.manifest.config.image_size)
         real(extractor, path, opset)
 
-    monkeypatch.setattr(graphs, "export_descriptor", counting)
+    monkeypatch.setattr(graph_export, "export_descriptor", counting)
     return made
 
 
