@@ -166,7 +166,7 @@ class Writer:
         if self.options.denoise is not None and self.options.denoise_at in ("index", "both"):
             raise RetrievalError("--ray does not run a denoiser; index without --ray, or denoise queries only")
         job = ray if isinstance(ray, RayJob) else RayJob(address=ray)
-        return RayPhase(job, self.path, self.manifest, self.options)
+        return RayPhase(job, self.path, self.manifest, self.options, self.cache)
 
     def _ingest(self, plan: Plan, progress: Progress | None, metadata: dict[str, Any] | None = None,
                 embed_phase: EmbedPhase | None = None, *, started: float) -> IndexReport:

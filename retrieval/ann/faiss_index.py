@@ -11,7 +11,7 @@ every machine without a GPU use the CPU, silently.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import faiss
@@ -22,9 +22,16 @@ from ..registry import Param
 from .base import array_of, pack, unpack
 from .gpu import GpuMirror, gpu_available
 
-__all__ = ["FaissFlat", "FaissIVF", "FaissIVFPQ", "gpu_available"]
+__all__ = ["AddParts", "FaissFlat", "FaissIVF", "FaissIVFPQ", "fill_part", "gpu_available"]
 
 TRAIN_SAMPLE = 200_000  # k-means training points for IVF, unless 39 a cell needs more
+
+AddParts = Callable[[bytes, np.ndarray, np.ndarray], Iterable[bytes]]
+"""Fills an inverted index somewhere else than in this process: called with the trained,
+empty index (serialised by FAISS) and the ids and vectors being built, it returns copies of
+that index (serialised), filled with those vectors under those ids, that together hold each
+id once. A Ray job fills one copy a Parquet shard in parallel tasks (:mod:`retrieval.cluster`);
+the build merges them. Training stays in the build, so both ways train alike."""
 
 
 def _f32(x: np.ndarray) -> np.ndarray:
@@ -37,6 +44,14 @@ def _i64(x: np.ndarray) -> np.ndarray:
 
 def _serialize(index: faiss.Index) -> np.ndarray:
     return faiss.serialize_index(index)
+
+
+def _list_ids(index: faiss.Index) -> np.ndarray:
+    """The ids an inverted index holds, list by list (an id held twice appears twice)."""
+    lists = index.invlists
+    held = [faiss.rev_swig_ptr(lists.get_ids(c), lists.list_size(c)).copy()
+            for c in range(index.nlist) if lists.list_size(c)]
+    return np.concatenate(held) if held else np.empty(0, np.int64)
 
 
 def _deserialize(blob: np.ndarray, kind: type, dim: int) -> faiss.Index:
@@ -54,6 +69,14 @@ def _deserialize(blob: np.ndarray, kind: type, dim: int) -> faiss.Index:
         raise ValueError(f"found a {type(index).__name__} of dimension {index.d}, metric {index.metric_type}; "
                          f"expected a {kind.__name__} of dimension {dim} by inner product")
     return index
+
+
+def fill_part(trained: bytes, ids: np.ndarray, vectors: np.ndarray) -> bytes:
+    """A copy of the trained, empty index an :data:`AddParts` is given, filled with `vectors`
+    under `ids` (each assigned its cell and, in IVF-PQ, encoded), serialised again."""
+    index = faiss.deserialize_index(np.frombuffer(trained, np.uint8))
+    index.add_with_ids(_f32(vectors), _i64(ids))
+    return _serialize(index).tobytes()
 
 
 class FaissFlat:
@@ -163,7 +186,13 @@ class FaissIVF:
         """An untrained FAISS index of this kind with `nlist` cells."""
         return faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
 
-    def build(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def build(self, ids: np.ndarray, vectors: np.ndarray, add_parts: AddParts | None = None) -> None:
+        """Train on a sample of `vectors` and add them all under `ids`; with `add_parts`,
+        the trained index is filled by its parts (see :data:`AddParts`) instead of here.
+
+        Raises:
+            RetrievalError: the parts do not hold each of `ids` exactly once.
+        """
         self.buffer = FaissFlat(self.dim)
         self.index, self._gpu = None, GpuMirror()
         if len(ids) < self._trainable_from():
@@ -173,9 +202,27 @@ class FaissIVF:
         # k-means wants 39 to 256 points a cell; beyond ~200k points more barely moves the
         # centroids but costs minutes (a 1M collection would train on all of it).
         wanted = min(len(ids), max(nlist * 39, min(nlist * 256, TRAIN_SAMPLE)))
-        sample = np.random.default_rng(0).choice(len(ids), wanted, replace=False)
-        self.index = self._gpu.build(self._empty(nlist), _f32(vectors[np.sort(sample)]), _f32(vectors), _i64(ids))
+        sample = _f32(vectors[np.sort(np.random.default_rng(0).choice(len(ids), wanted, replace=False))])
+        if add_parts is None:
+            self.index = self._gpu.build(self._empty(nlist), sample, _f32(vectors), _i64(ids))
+        else:  # trained here (on the GPU where there is one), filled with nothing yet
+            trained = self._gpu.build(self._empty(nlist), sample, _f32(vectors[:0]), _i64(ids[:0]))
+            self.index = self._merged(trained, add_parts(_serialize(trained).tobytes(), ids, vectors), ids)
+            self._gpu.invalidate()
         self.trained_on = len(ids)
+
+    def _merged(self, trained: faiss.Index, parts: Iterable[bytes], ids: np.ndarray) -> faiss.Index:
+        """`parts` moved into `trained` (FAISS refuses a part of another kind or size), checked
+        to hold exactly `ids`, each once: a part lost or added twice would otherwise make
+        images silently unfindable, or found twice."""
+        for blob in parts:
+            trained.merge_from(_deserialize(np.frombuffer(blob, np.uint8), self._faiss_type, self.dim), 0)
+        held = _list_ids(trained)
+        if len(held) != len(ids) or not np.array_equal(np.sort(held), np.sort(_i64(ids))):
+            unique = len(np.unique(held))
+            raise RetrievalError(f"the filled parts of the {self.name} index hold {len(held)} entries "
+                                 f"({unique} distinct ids); expected the {len(ids)} ids being built, each once")
+        return trained
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if self.index is None:

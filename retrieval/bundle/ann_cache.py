@@ -12,7 +12,7 @@ import base64
 import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from ..errors import RetrievalError
 from ..extractors.whitening import Whitening
 from .cache import CatalogCache
 from .files import read_bundle_header
+
+if TYPE_CHECKING:
+    from ..ann.faiss_index import AddParts
 
 __all__ = ["AnnCache", "WHITENING_SETTING", "stored_whitening", "whitening_record"]
 
@@ -180,13 +183,33 @@ class AnnCache(CatalogCache[SearchIndex]):
     def _build(self, settings: Mapping[str, Any]) -> tuple[SearchIndex, int]:
         return self._build_with(settings, self.whitening)
 
-    def _build_with(self, settings: Mapping[str, Any], whitening: Whitening | None) -> tuple[SearchIndex, int]:
+    def rebuild_if_due(self, add_parts: AddParts) -> bool:
+        """Rebuild now if the index is due for it, as :meth:`persist` would, and say whether
+        it was. An inverted-list index (IVF, IVF-PQ) comparing vectors as stored is filled
+        by `add_parts` (a Ray job's parallel tasks); any other (flat, HNSW, Annoy, a
+        whitened one) is built here from the stored vectors, once. Either way the new
+        index reflects the generation read before its vectors, so catching up adds nothing
+        twice, and the next :meth:`persist` saves it."""
+        if not self._due(self.sync()):
+            return False
+        self._index, self.generation = self._build_with(self.settings(), self.whitening, add_parts)
+        self.rebuilt_unsaved = True
+        return True
+
+    def _build_with(self, settings: Mapping[str, Any], whitening: Whitening | None,
+                    add_parts: AddParts | None = None) -> tuple[SearchIndex, int]:
+        from ..ann.faiss_index import FaissIVF
+
         generation = self.catalog.generation()
         blocks = list(self.catalog.iter_vectors())
         ids = np.concatenate([b[0] for b in blocks]) if blocks else np.empty(0, np.int64)
         vectors = np.concatenate([b[1] for b in blocks]) if blocks else np.empty((0, self.dim), np.float32)
         name, params = self._backend_for(settings, len(ids))
-        index = self._mapped(create_index(name, whitening.dim if whitening else self.dim, **params), whitening)
+        inner = create_index(name, whitening.dim if whitening else self.dim, **params)
+        if add_parts is not None and whitening is None and isinstance(inner, FaissIVF):
+            inner.build(ids, vectors, add_parts)
+            return inner, generation
+        index = self._mapped(inner, whitening)
         index.build(ids, vectors)
         return index, generation
 

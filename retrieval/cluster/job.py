@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import RetrievalError
 
-__all__ = ["LOCAL", "MAX_RETRIES", "ClusterError", "RayJob", "ray_session"]
+__all__ = ["LOCAL", "MAX_RETRIES", "ClusterError", "RayJob", "innermost", "ray_session"]
 
 LOCAL = "local"
 """The address that starts Ray in this process (or joins the one ``RAY_ADDRESS`` names)."""
@@ -79,3 +79,19 @@ def ray_session(address: str) -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+_CAUSED = "The above exception was the direct cause"
+
+
+def innermost(error: BaseException) -> str:
+    """The worker's own exception inside a Ray error, in one line. Ray wraps it in layers
+    (task error, user-code error) whose messages are advice; the worker's exception itself
+    survives only as text, the last line of the first traceback in the task error's."""
+    first = str(error).split(_CAUSED)[0].strip().splitlines()
+    if _CAUSED in str(error) and first:
+        return first[-1].strip()
+    while (inner := getattr(error, "cause", None)) is not None and inner is not error:
+        error = inner
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

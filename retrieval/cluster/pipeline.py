@@ -9,7 +9,7 @@ from typing import Any
 
 from ..extractors import Manifest
 from ..options import EngineOptions
-from .job import MAX_RETRIES, ClusterError, RayJob
+from .job import MAX_RETRIES, ClusterError, RayJob, innermost
 from .workers import Embedder, decode_files
 
 __all__ = ["embed_resources", "embed_to_shards"]
@@ -46,26 +46,10 @@ def embed_to_shards(ray: Any, paths: list[str], out: Path, job: RayJob, manifest
     try:
         ds.write_parquet(str(out))
     except ray.exceptions.RayError as e:
-        raise ClusterError(f"the Ray job failed ({_innermost(e)}); rerun it to resume from its completed shards") \
+        raise ClusterError(f"the Ray job failed ({innermost(e)}); rerun it to resume from its completed shards") \
             from None
     finally:
         ray_data_log.setLevel(level)
-
-
-_CAUSED = "The above exception was the direct cause"
-
-
-def _innermost(error: BaseException) -> str:
-    """The worker's own exception inside a Ray error, in one line. Ray wraps it in layers
-    (task error, user-code error) whose messages are advice; the worker's exception itself
-    survives only as text, the last line of the first traceback in the task error's."""
-    first = str(error).split(_CAUSED)[0].strip().splitlines()
-    if _CAUSED in str(error) and first:
-        return first[-1].strip()
-    while (inner := getattr(error, "cause", None)) is not None and inner is not error:
-        error = inner
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def embed_resources(cluster: dict[str, float], device: str, actors: int | None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from ..catalog import STATUS_FAILED, STATUS_OK
 from ..catalog.facts import PhotoFacts
 from ..images.batches import Decoded
 
-__all__ = ["SCHEMA", "STAGING", "ShardRow", "Staging", "record_of", "shard_table"]
+__all__ = ["SCHEMA", "STAGING", "ShardRow", "Staging", "record_of", "shard_table", "shard_vectors"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,19 @@ def record_of(path: str, d: Decoded) -> dict[str, Any]:
             "width": d.width, "height": d.height, "format": d.format, **facts}
 
 
+def shard_vectors(shard: str, rows: np.ndarray) -> np.ndarray:
+    """The vectors of these rows of a shard, as one matrix.
+
+    Raises:
+        ValueError: one of the rows is a failed file's, which has no vector.
+    """
+    column = pq.read_table(shard, columns=["vector"]).column("vector").take(pa.array(rows, pa.int64()))
+    if column.null_count:
+        raise ValueError(f"{column.null_count} of the {len(rows)} rows asked of {shard} have no vector")
+    flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return flat.reshape(len(rows), -1)
+
+
 def shard_table(records: Sequence[dict[str, Any]], vectors: np.ndarray) -> pa.Table:
     """Rows for `records`, the ok ones taking `vectors` in order (failed ones a null vector).
 
@@ -76,11 +89,14 @@ def shard_table(records: Sequence[dict[str, Any]], vectors: np.ndarray) -> pa.Ta
 
 @dataclass(frozen=True)
 class ShardRow:
-    """One row read back: the file's facts as the indexer's :class:`Decoded`, and its vector."""
+    """One row read back: the file's facts as the indexer's :class:`Decoded`, its vector,
+    and where it lies (`shard` file, `row` number in it), for a task to read the vector again."""
 
     path: str
     facts: dict[str, Any]
     vector: np.ndarray | None
+    shard: str
+    row: int
 
     def decoded(self, index: int) -> Decoded:
         """The row as the local loop's Decoded for position `index` of the plan's embed list."""
@@ -119,20 +135,23 @@ class Staging:
                 shard.unlink(missing_ok=True)
                 continue
             with reader:
+                start = 0
                 for batch in reader.iter_batches(columns=list(columns) if columns else None):
-                    yield from _rows(batch)
+                    yield from _rows(batch, str(shard), start)
+                    start += batch.num_rows
 
     def clear(self) -> None:
         """Delete every shard: they are all in the catalog."""
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _rows(batch: pa.RecordBatch) -> Iterator[ShardRow]:
-    """A record batch's rows, each ok row with its vector (a view into one flat array)."""
+def _rows(batch: pa.RecordBatch, shard: str, start: int) -> Iterator[ShardRow]:
+    """A record batch's rows, numbered in their shard from `start`, each ok row with its
+    vector (a view into one flat array)."""
     names = batch.schema.names
     facts = batch.select([n for n in names if n != "vector"]).to_pylist()
     if "vector" not in names:
-        yield from (ShardRow(f["path"], f, None) for f in facts)
+        yield from (ShardRow(f["path"], f, None, shard, start + n) for n, f in enumerate(facts))
         return
     column = batch.column("vector")
     flat = column.flatten().to_numpy(zero_copy_only=False)
@@ -140,4 +159,4 @@ def _rows(batch: pa.RecordBatch) -> Iterator[ShardRow]:
     vectors = flat.reshape(int(ok.sum()), -1) if ok.any() else flat.reshape(0, 0)
     at = np.cumsum(ok) - 1
     for n, f in enumerate(facts):
-        yield ShardRow(f["path"], f, vectors[at[n]] if ok[n] else None)
+        yield ShardRow(f["path"], f, vectors[at[n]] if ok[n] else None, shard, start + n)
