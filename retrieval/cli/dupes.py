@@ -120,7 +120,7 @@ def _write_sheet(engine: "Engine", groups: "list[DuplicateGroup]", described: "l
                      "keep" if c is k else "copy", _pixels(c), _size(c.size), _date(c)))) for c in copies])
                 for n, (g, copies, k) in enumerate(zip(groups, described, kept), 1)]
     write_sheet(engine, sections, out, f"{len(groups)} duplicate groups in {engine.path}")
-    note(f"sheet: {out}")
+    note(f"sheet written to {out.absolute()}")
 
 
 def _pixels(copy: "Copy") -> str:
