@@ -92,7 +92,8 @@ class Engine(Searching, Viewing):
     def create(cls, path: str | os.PathLike[str], extractor: ExtractorSpec = None, *,
                backend: str | None = None, backend_params: Mapping[str, Any] | None = None,
                exist_ok: bool = False, options: EngineOptions | None = None,
-               local_features: str | Mapping[str, Any] | None = None) -> Engine:
+               local_features: str | Mapping[str, Any] | None = None,
+               calibration: Sequence[str | os.PathLike[str]] | None = None) -> Engine:
         """Create a new bundle at `path`; with `exist_ok`, open it if it exists and fits.
 
         Every argument is checked before anything is written: a typo leaves no bundle.
@@ -115,6 +116,10 @@ class Engine(Searching, Viewing):
                 :mod:`.instance`): ``"sift"`` (RootSIFT) or ``{"name": "sift", "params":
                 {...}}``; needs the ``local`` extra. Chosen at creation: an existing
                 bundle must have been created with the same.
+            calibration: image files or folders (those about to be indexed); used only by
+                a new bundle with ``options.precision="int8"``, whose quantised graph is
+                calibrated on up to 200 of their images spread over them (recorded by digest
+                in the manifest).
 
         Raises:
             IndexExistsError: a bundle exists and `exist_ok` is False.
@@ -135,7 +140,8 @@ class Engine(Searching, Viewing):
                 engine.close()
                 raise
             return engine
-        made = create_bundle(path, built, config, overrides, backend, backend_params, options, local_features)
+        made = create_bundle(path, built, config, overrides, backend, backend_params, options, local_features,
+                             calibration)
         return cls(path, made.catalog, made.manifest, options, made.extractor, made.denoiser, made.local)
 
     @classmethod

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,8 +98,11 @@ def local_settings(spec: str | Mapping[str, Any] | None) -> dict[str, Any] | Non
 
 def create_bundle(path: Path, built: Extractor | None, config: ExtractorConfig | None, overrides: Mapping[str, Any],
                   backend: str | None, backend_params: Mapping[str, Any] | None, options: EngineOptions,
-                  local: str | Mapping[str, Any] | None = None) -> Opened:
+                  local: str | Mapping[str, Any] | None = None,
+                  calibration: Sequence[str | os.PathLike[str]] | None = None) -> Opened:
     """Write a new bundle at `path` (or finish one whose creation was interrupted).
+
+    `calibration`: image files or folders an int8 extractor is calibrated on.
 
     The extractor is given split (see :func:`.extractors.spec.split_spec`); none given
     is the default one. The backend's settings are checked before the model loads, then
@@ -116,7 +120,7 @@ def create_bundle(path: Path, built: Extractor | None, config: ExtractorConfig |
         from .runtimes import create_runtime_extractor
 
         built = create_runtime_extractor(config or ExtractorConfig(**overrides), options.device, options.precision,
-                                         options.runtime)
+                                         options.runtime, calibration=calibration)
     params = ann.check_settings(name, params, built.manifest.dim)  # checks that need the dimension
     path.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(path / CATALOG_FILE, create=True)

@@ -22,7 +22,7 @@ __all__ = ["DECODE_MODES", "DENOISE_AT", "PRECISIONS", "RUNTIMES", "EngineOption
            "check_decode_mode", "check_device", "check_precision", "check_runtime", "device_kind", "no_cuda_possible",
            "resolve_device", "resolve_precision"]
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")  # int8: a quantised graph on the CPU (runtimes.quantize)
 DECODE_MODES = ("auto", "cpu", "device")  # where JPEGs are decoded: auto (on a GPU, there), cpu, device
 DENOISE_AT = ("query", "index", "both")  # when an Engine cleans images with its denoiser
 # What runs the network (retrieval.runtimes): auto (PyTorch on a GPU; on the CPU the fastest
@@ -78,8 +78,16 @@ def check_precision(precision: str) -> str:
 
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """'auto' is bf16 on a GPU that supports it (fp16 otherwise) and fp32 on the CPU.
-    `device` is a device or its kind (:func:`device_kind`)."""
-    if check_precision(precision) != "auto":
+    `device` is a device or its kind (:func:`device_kind`).
+
+    Raises:
+        RetrievalError: int8, which a PyTorch model (training, a denoiser, ``--runtime
+            torch``) does not run: only the quantised graph of an index's extractor does.
+    """
+    if check_precision(precision) == "int8":
+        raise RetrievalError("int8 runs the extractor's quantised graph when indexing and searching on the CPU; "
+                             "here choose auto, fp32, bf16 or fp16")
+    if precision != "auto":
         return precision
     if (device if isinstance(device, str) else device.type) != "cuda":
         return "fp32"

@@ -70,7 +70,9 @@ NullOut = Annotated[bool, typer.Option(
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 Device = Annotated[str, typer.Option(metavar="DEVICE", help="auto (a GPU when one is visible), cpu, cuda or cuda:N.")]
 Precision = Annotated[str, typer.Option(
-    metavar="NAME", help=f"Forward-pass precision: {', '.join(PRECISIONS)} (auto: bf16 on a GPU, fp32 on the CPU).")]
+    metavar="NAME", help=f"Forward-pass precision: {', '.join(PRECISIONS)} (auto: bf16 on a GPU, fp32 on the CPU, "
+                         "or what the index records; bf16 and int8 on the CPU are recorded by a new index, int8 "
+                         "calibrated on its first images).")]
 Runtime = Annotated[str, typer.Option(
     metavar="NAME", envvar="RETRIEVE_RUNTIME",
     help=f"What runs the network: {', '.join(RUNTIMES)} (auto: PyTorch on a GPU; on the CPU the fastest installed "

@@ -104,7 +104,8 @@ def index(
             raise RetrievalError(f"folder not found: {folder.absolute()}")
     with _first_run(index_dir) as first:
         with Engine.create(index_dir, spec, backend=backend, backend_params=parse_pairs(param, "--param"),
-                           exist_ok=True, options=options, local_features=local_spec) as engine, \
+                           exist_ok=True, options=options, local_features=local_spec,
+                           calibration=folders) as engine, \
                 progress_bar(not quiet) as progress:
             try:
                 removed, _ = engine.exclude(exclude, strict=False) if exclude else (0, [])

@@ -98,7 +98,9 @@ class Manifest:
     # "bf16": the vectors were made in bfloat16 on a CPU (--precision bf16; OpenVINO, or PyTorch
     # on a CPU with native bf16), a choice that changes them (cosine ~0.997 to float32), so the
     # index keeps making them that way and float32 ones are never mixed in. GPU autocast is not
-    # recorded: it accumulates in float32 and its vectors fit either kind of index.
+    # recorded: it accumulates in float32 and its vectors fit either kind of index. "int8": made
+    # by the graph quantised on the digest of calibration images that extra["int8_calibration"]
+    # names (runtimes/quantize.py; cosine ~0.99 to float32), kept and never mixed alike.
     precision: str = "fp32"
 
     def preprocessor(self) -> Preprocessor:

@@ -6,13 +6,17 @@ Runtime or OpenVINO on the CPU, where they are several times faster than PyTorch
 in that runtime (:mod:`.session`); ``auto`` is PyTorch on a GPU, OpenVINO for bfloat16 on
 the CPU (PyTorch without it), and on the CPU in float32 the fastest installed runtime whose
 vectors agree with PyTorch's (:mod:`.choice`). bfloat16 on the CPU is recorded in the
-manifest (an index keeps making its vectors that way). Every runtime gives the PyTorch extractor's manifest, so an
-index built with one is searched with another.
+manifest (an index keeps making its vectors that way), and so is int8: the graph quantised
+on calibration canvases of the user's own images (:mod:`.quantize`), run by OpenVINO.
+Every runtime gives the PyTorch extractor's manifest, so an index built with one is
+searched with another.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,21 +31,29 @@ if TYPE_CHECKING:
     from ..extractors.base import Extractor
     from ..extractors.config import ExtractorConfig, Manifest
     from ..extractors.denoise import Denoiser
+    from .quantize import Calibration
 
 __all__ = ["ExportFailedError", "RuntimeUnavailableError", "RuntimeUnsupportedError", "create_runtime_extractor",
            "export_onnx", "runtime_denoiser"]
 
 
 def create_runtime_extractor(config: ExtractorConfig, device: str | torch.device = "cpu", precision: str = "auto",
-                             runtime: str = "auto", known: Manifest | None = None) -> Extractor:
+                             runtime: str = "auto", known: Manifest | None = None,
+                             calibration: Calibration | Sequence[str | os.PathLike[str]] | None = None,
+                             ) -> Extractor:
     """The extractor `config` describes, run by `runtime`.
 
     Args:
         known: the manifest it must have (an existing index's): lets a cached graph load
             without building the PyTorch model first.
+        calibration: for precision int8, the canvases its quantisation is calibrated on,
+            or image files and folders to draw them from (:meth:`.quantize.Calibration.from_files`);
+            not needed when `known` is an int8 manifest whose graph is cached.
 
     Raises:
-        RuntimeUnsupportedError: onnx or openvino asked for on a GPU or in reduced precision.
+        RuntimeUnsupportedError: onnx or openvino asked for on a GPU or in reduced precision
+            (int8: torch, onnx, or a GPU).
+        RetrievalError: int8 with neither `calibration` nor its quantised graph cached.
         RuntimeUnavailableError: the runtime asked for is not installed.
         ExportFailedError: the network cannot be exported (an explicit runtime only;
             ``auto`` falls back to PyTorch).
@@ -52,6 +64,8 @@ def create_runtime_extractor(config: ExtractorConfig, device: str | torch.device
     runtime, kind = check_runtime(runtime), device_kind(device)  # PyTorch stays unloaded on a CPU-only machine
     if precision == "auto" and known is not None and known.precision != "fp32":
         precision = known.precision  # the index's recorded choice, wherever it is opened
+    if precision == "int8":
+        return _int8(config, kind, runtime, known, calibration)
     exact = resolve_precision(precision, kind)
     on_cpu = kind == "cpu"
     if on_cpu and exact != "fp32":
@@ -118,6 +132,61 @@ def _reduced_on_cpu(config: ExtractorConfig, precision: str, runtime: str, known
     built = create_extractor(config, "cpu", "bf16")
     built.manifest = replace(built.manifest, precision="bf16")
     return built
+
+
+def _int8(config: ExtractorConfig, kind: str, runtime: str, known: Manifest | None,
+          calibration: Calibration | Sequence[str | os.PathLike[str]] | None) -> Extractor:
+    """`--precision int8`: the graph quantised on `calibration` (or on the calibration
+    `known`, an int8 index's manifest, records), run by OpenVINO on the CPU (see
+    :mod:`.quantize` for why not ONNX Runtime).
+
+    Raises:
+        RuntimeUnsupportedError: a GPU, ``--runtime torch`` or ``onnx``.
+        RuntimeUnavailableError: OpenVINO is not installed.
+        RetrievalError: the quantised graph is not cached and no calibration is given.
+        ExportFailedError: the export or the quantisation failed.
+    """
+    from ..extractors import create_extractor
+    from .cache import OPSET
+    from .graph import export_descriptor
+    from .graphs import descriptor_graph, load_session
+    from .quantize import CALIBRATION_KEY, Calibration, float_manifest, int8_manifest, quantize, quantized_graph
+    from .session import RUNTIMES, GraphExtractor, installed
+    from .threads import intra_op_threads
+
+    if kind != "cpu":
+        raise RuntimeUnsupportedError(f"int8 runs on the CPU only (here: {kind}); on a GPU use --precision auto")
+    if runtime in ("torch", "onnx"):
+        raise RuntimeUnsupportedError(f"int8 runs its quantised graph in OpenVINO only, not --runtime {runtime}; "
+                                      "use --runtime openvino or auto")
+    if not installed("openvino"):
+        raise RuntimeUnavailableError(f"int8 runs in OpenVINO, which is not installed ({RUNTIMES['openvino'].install})")
+    source = None
+    if calibration is not None and not isinstance(calibration, Calibration):  # files: canvases made as indexing does
+        source = create_extractor(config, "cpu", "fp32")
+        calibration = Calibration.from_files(source.preprocessor, calibration)
+    recorded = known.extra.get(CALIBRATION_KEY) if known is not None and known.precision == "int8" else None
+    digest = calibration.digest() if calibration is not None else recorded
+    if known is not None and digest is not None:  # an index's graph, quantised before: no PyTorch model
+        cached = quantized_graph(descriptor_graph(float_manifest(known)), digest)
+        session = load_session("openvino", cached, None, intra_op_threads())
+        if session is not None:
+            return GraphExtractor(int8_manifest(known, digest), "openvino", session, cached.path)
+    if calibration is None and digest is not None:
+        raise RetrievalError(f"the int8 graph of this index (calibration {digest[:12]}) is not in this machine's "
+                             "cache, and only the images it was calibrated on remake it: create the index again")
+    if calibration is None:
+        raise RetrievalError("int8 needs calibration images (the first images indexed); none were given")
+    source = source or create_extractor(config, "cpu", "fp32")
+    float_cached = descriptor_graph(source.manifest)
+    cached = quantized_graph(float_cached, calibration.digest())
+
+    def build(out: Path) -> None:
+        quantize(float_cached.ensure(lambda path: export_descriptor(source, path, OPSET)), calibration, out)
+
+    session = load_session("openvino", cached, build, intra_op_threads())
+    assert session is not None  # with a quantiser to build it, it is loaded or raises
+    return GraphExtractor(int8_manifest(source.manifest, calibration.digest()), "openvino", session, cached.path)
 
 
 def _emulated(runtime: str) -> RuntimeUnsupportedError:

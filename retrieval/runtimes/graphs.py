@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # these import PyTorch, which a cached descriptor graph runs 
     from ..extractors.denoise import Denoiser
     from .denoising import GraphDenoiser
 
-__all__ = ["INPUTS", "denoiser_graph", "descriptor_graph", "graph_denoiser", "graph_extractor"]
+__all__ = ["INPUTS", "denoiser_graph", "descriptor_graph", "graph_denoiser", "graph_extractor", "load_session"]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def denoiser_graph(denoiser: Denoiser, image_size: int) -> CachedGraph:
     return CachedGraph(graph_key("denoiser", identity), {"denoiser": identity, "opset": OPSET})
 
 
-def _load(runtime: str, cached: CachedGraph, export: Callable[[Path], None] | None, threads: int,
-          precision: str = "fp32") -> Session | None:
+def load_session(runtime: str, cached: CachedGraph, export: Callable[[Path], None] | None, threads: int,
+                 precision: str = "fp32") -> Session | None:
     """`runtime`'s session on the cached graph, in `precision`, exported with `export` when missing or
     damaged; a graph that fails to load is exported once more. None when the graph is not
     cached and there is nothing to export it from (`export` None).
@@ -92,7 +92,7 @@ def graph_extractor(runtime: str, manifest: Manifest, source: Extractor | None, 
         assert source is not None
         export_descriptor(source, path, OPSET)
 
-    session = _load(runtime, cached, None if source is None else export, threads, precision)
+    session = load_session(runtime, cached, None if source is None else export, threads, precision)
     return None if session is None else GraphExtractor(replace(manifest, precision=precision), runtime, session,
                                                        cached.path)
 
@@ -103,6 +103,6 @@ def graph_denoiser(runtime: str, denoiser: Denoiser, image_size: int, threads: i
     from .graph import export_denoiser
 
     cached = denoiser_graph(denoiser, image_size)
-    session = _load(runtime, cached, lambda path: export_denoiser(denoiser, image_size, path, OPSET), threads)
-    assert session is not None  # with an export function, _load returns a session or raises
+    session = load_session(runtime, cached, lambda path: export_denoiser(denoiser, image_size, path, OPSET), threads)
+    assert session is not None  # with an export function, load_session returns a session or raises
     return GraphDenoiser(denoiser, runtime, session, cached.path)
