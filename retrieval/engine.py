@@ -180,8 +180,10 @@ class Engine(Searching, Viewing):
         against the manifest."""
         if self._extractor is None:
             from .runtimes import create_runtime_extractor
+            from .runtimes.quantize import restore_from_bundle
 
             start = time.perf_counter()
+            restore_from_bundle(self.manifest, self.path)  # an int8 index's graph, if this machine lacks it
             built = create_runtime_extractor(self.manifest.config, self.options.device, self.options.precision,
                                              self.options.runtime, self.manifest)
             self.manifest.check_compatible(built.manifest, "extractor available here")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ann
 from .catalog import Catalog
-from .errors import IndexNotFoundError
+from .errors import IndexNotFoundError, RetrievalError
 from .extractors import ExtractorConfig, Manifest
 from .extractors.spec import ExtractorSpec, extractor_for
 from .options import EngineOptions
@@ -123,6 +123,15 @@ def create_bundle(path: Path, built: Extractor | None, config: ExtractorConfig |
                                          options.runtime, calibration=calibration)
     params = ann.check_settings(name, params, built.manifest.dim)  # checks that need the dimension
     path.mkdir(parents=True, exist_ok=True)
+    if built.manifest.precision == "int8":  # the graph travels with the index (see runtimes.quantize)
+        from .runtimes.quantize import keep_in_bundle
+        from .runtimes.session import GraphExtractor
+
+        assert isinstance(built, GraphExtractor)
+        try:
+            keep_in_bundle(built.graph, path)
+        except OSError as e:
+            raise RetrievalError(f"cannot write {path}: {e.strerror or e}") from None
     catalog = Catalog(path / CATALOG_FILE, create=True)
     try:
         catalog.set_setting("index", json.dumps({"backend": name, "params": params}))

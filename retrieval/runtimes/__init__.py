@@ -173,8 +173,9 @@ def _int8(config: ExtractorConfig, kind: str, runtime: str, known: Manifest | No
         if session is not None:
             return GraphExtractor(int8_manifest(known, digest), "openvino", session, cached.path)
     if calibration is None and digest is not None:
-        raise RetrievalError(f"the int8 graph of this index (calibration {digest[:12]}) is not in this machine's "
-                             "cache, and only the images it was calibrated on remake it: create the index again")
+        raise RetrievalError(f"the int8 graph of this index (calibration {digest[:12]}) is neither in this machine's "
+                             "cache nor in the index folder (int8.onnx), and only the images it was calibrated on "
+                             "remake it: create the index again")
     if calibration is None:
         raise RetrievalError("int8 needs calibration images (the first images indexed); none were given")
     source = source or create_extractor(config, "cpu", "fp32")

@@ -24,7 +24,9 @@ index, and a query of the index finds the very graph its vectors came from.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -34,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import RetrievalError
-from .cache import CachedGraph, graph_key
+from .cache import CachedGraph, graph_key, write_atomic
 from .errors import ExportFailedError
 
 if TYPE_CHECKING:
@@ -43,8 +45,10 @@ if TYPE_CHECKING:
     from ..extractors.config import Manifest
     from ..images.preprocess import CanvasMaker
 
-__all__ = ["CALIBRATION_IMAGES", "CALIBRATION_KEY", "SETTINGS", "Calibration", "float_manifest", "int8_manifest",
-           "quantize", "quantized_graph"]
+__all__ = ["BUNDLE_GRAPH", "CALIBRATION_IMAGES", "CALIBRATION_KEY", "SETTINGS", "Calibration", "float_manifest",
+           "int8_manifest", "keep_in_bundle", "quantize", "quantized_graph", "restore_from_bundle"]
+
+log = logging.getLogger(__name__)
 
 CALIBRATION_IMAGES = 200  # the first images of what is indexed; the ranges settle well before
 CALIBRATION_KEY = "int8_calibration"  # in Manifest.extra: the digest of the canvases the ranges came from
@@ -125,6 +129,42 @@ def int8_manifest(manifest: Manifest, digest: str) -> Manifest:
     """The manifest of vectors made by the graph quantised on calibration `digest`."""
     base = float_manifest(manifest)
     return replace(base, precision="int8", extra={**base.extra, CALIBRATION_KEY: digest})
+
+
+BUNDLE_GRAPH = "int8.onnx"
+"""An int8 index's own copy of its quantised graph, in its bundle: only the calibration
+images remake the graph, so an index copied to another machine (or a cleared cache) finds
+it there."""
+
+
+def keep_in_bundle(graph: Path, bundle: Path) -> None:
+    """Copy a new int8 index's quantised graph (`graph`, in the cache) into its bundle.
+
+    Raises:
+        OSError: the bundle cannot be written (its creation fails: nothing is half made).
+    """
+    write_atomic(bundle / BUNDLE_GRAPH, lambda out: shutil.copyfile(graph, out))
+
+
+def restore_from_bundle(manifest: Manifest, bundle: Path) -> None:
+    """Put an int8 index's graph back in this machine's cache from the bundle's copy, when
+    the cache lacks it (another machine, a cleared cache). A copy that cannot be restored
+    is left: opening then says in one line that the graph is missing."""
+    digest = manifest.extra.get(CALIBRATION_KEY)
+    kept = bundle / BUNDLE_GRAPH
+    if manifest.precision != "int8" or not isinstance(digest, str) or not kept.is_file():
+        return
+    from .graphs import descriptor_graph
+
+    cached = quantized_graph(descriptor_graph(float_manifest(manifest)), digest)
+    def copy(out: Path) -> None:
+        shutil.copyfile(kept, out)
+
+    if not cached.valid():
+        try:
+            cached.store(copy)
+        except ExportFailedError as e:
+            log.warning("%s", e)
 
 
 def quantized_graph(float_graph: CachedGraph, digest: str) -> CachedGraph:

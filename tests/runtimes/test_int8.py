@@ -18,7 +18,7 @@ from retrieval.extractors import ExtractorConfig, create_extractor
 from retrieval.options import EngineOptions
 from retrieval.runtimes import RuntimeUnavailableError, RuntimeUnsupportedError, create_runtime_extractor
 from retrieval.runtimes.graphs import descriptor_graph
-from retrieval.runtimes.quantize import CALIBRATION_KEY, Calibration, float_manifest, quantized_graph
+from retrieval.runtimes.quantize import BUNDLE_GRAPH, CALIBRATION_KEY, Calibration, float_manifest, quantized_graph
 from retrieval.runtimes.session import GraphExtractor, installed
 
 from ..conftest import SAMPLE
@@ -75,7 +75,7 @@ def test_an_int8_manifest_finds_its_graph_and_refuses_float32(calibration: Calib
     with pytest.raises(ExtractorMismatchError, match="precision"):  # and int8 asked of a float32 index
         float32.manifest.check_compatible(built.manifest)
     monkeypatch.setenv("RETRIEVE_CACHE_DIR", str(tmp_path / "elsewhere"))
-    with pytest.raises(RetrievalError, match="not in this machine's cache"):
+    with pytest.raises(RetrievalError, match="neither in this machine's cache nor in the index folder"):
         create_runtime_extractor(CONFIG, "cpu", "auto", runtime="auto", known=built.manifest)
 
 
@@ -125,9 +125,11 @@ def test_the_cache_key_follows_the_calibration_set(calibration: Calibration) -> 
     assert all(p.parent == float_graph.path.parent for p in paths)  # beside the float graph
 
 
-def test_retrieve_index_precision_int8_calibrates_on_the_folders_it_indexes(tmp_path: Path) -> None:
+def test_retrieve_index_precision_int8_calibrates_on_the_folders_it_indexes(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The command line: a new index calibrated on its own images, queried in int8 with no
-    flag; float32 and another runtime are refused in one line, and int8 for training too."""
+    flag, also where the cache lacks its graph (the bundle keeps a copy); float32 and another
+    runtime are refused in one line, and int8 for training too."""
     from typer.testing import CliRunner
 
     from retrieval.cli.app import app
@@ -154,6 +156,11 @@ def test_retrieve_index_precision_int8_calibrates_on_the_folders_it_indexes(tmp_
     found = runner.invoke(app, ["query", str(query), "-i", index, "-k", "1", "--json", "--runtime", "auto"])
     assert found.exit_code == 0, found.output
     assert '"rank": 1, "id": %d,' % expected in found.output
+    assert (Path(index) / BUNDLE_GRAPH).is_file()
+    monkeypatch.setenv("RETRIEVE_CACHE_DIR", str(tmp_path / "another-machine"))  # an empty cache
+    again = runner.invoke(app, ["query", str(query), "-i", index, "-k", "1", "--json", "--runtime", "auto"])
+    assert again.exit_code == 0, again.output  # the graph came back from the bundle: no calibration images needed
+    assert '"rank": 1, "id": %d,' % expected in again.output
     for flags, words in ((["--precision", "fp32", "--runtime", "auto"], "precision"),
                          (["--runtime", "onnx"], "OpenVINO only")):
         refused = runner.invoke(app, ["query", str(query), "-i", index, *flags])
