@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,8 @@ from PIL import Image
 from retrieval import Engine
 from retrieval.errors import BadQueryError
 from retrieval.sheets import SheetItem, write_sheet
+
+from .htmlpage import Page
 
 
 @pytest.fixture()
@@ -35,21 +36,6 @@ def _ids(engine: Engine) -> dict[str, int]:
     return {Path(info.path).stem: info.id for info in engine.browse().images}
 
 
-class _Page(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: set[str] = set()
-        self.urls: list[str] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.add(tag)
-        self.urls += [value or "" for name, value in attrs if name in ("src", "href")]
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-
 def _mean_colour(jpeg: bytes) -> tuple[float, ...]:
     with Image.open(io.BytesIO(jpeg)) as image:
         return tuple(np.asarray(image.convert("RGB"), dtype=np.float64).mean(axis=(0, 1)))
@@ -66,7 +52,7 @@ def test_html_sheet_is_self_contained_and_shows_text_as_text(engine: Engine, tmp
               ("results", [SheetItem(ids["red"], red.path, "1. score 0.9 & more"),
                            SheetItem(12345, "/gone.jpg", "2. gone")])]
     out = write_sheet(engine, groups, tmp_path / "sheet.html", "title <i>")
-    page = _Page()
+    page = Page()
     page.feed(out.read_text(encoding="utf-8"))
     assert page.tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "section", "div", "figure",
                          "img", "figcaption"}  # no script, link, iframe, nor the markup of the texts

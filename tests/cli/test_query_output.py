@@ -9,11 +9,11 @@ import subprocess
 import sys
 import time
 import webbrowser
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
+from ..htmlpage import Page
 from .conftest import invoke, one_error_line
 
 
@@ -31,23 +31,6 @@ def test_paths_prints_one_path_a_line_and_nothing_else(small_bundle: Path, sampl
     assert res.stdout.endswith("\n") and "model load" in res.stderr  # the timing stays on stderr
 
 
-class _Page(HTMLParser):
-    """The tags, image sources and text of a page."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: set[str] = set()
-        self.sources: list[str] = []
-        self.text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.add(tag)
-        self.sources += [value or "" for name, value in attrs if name == "src"]
-
-    def handle_data(self, data: str) -> None:
-        self.text.append(data)
-
-
 def test_sheet_shows_the_query_and_each_result_and_open_opens_it(small_bundle: Path, sample_dir: Path,
                                                                   tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,7 +41,7 @@ def test_sheet_shows_the_query_and_each_result_and_open_opens_it(small_bundle: P
     res = invoke("query", query, "-k", "4", "-i", str(small_bundle), "--sheet", str(out), "--open")
     assert res.exit_code == 0, res.output
     assert opened == [out.resolve().as_uri()]
-    page = _Page()
+    page = Page()
     page.feed(out.read_text(encoding="utf-8"))
     results = _results(small_bundle, query)
     assert len(page.sources) == 1 + len(results)  # the query, then each result
