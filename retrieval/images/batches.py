@@ -17,7 +17,7 @@ from ..errors import BadImageError
 from .decode import MAX_PIXELS, DecodedImage, EncodedJpeg, load_image, load_image_or_jpeg
 from .exif import read_facts
 from .files import FileBytes, read_file
-from .preprocess import CanvasMaker
+from .preprocess import CanvasMaker, Preprocessor
 
 __all__ = ["Decoded", "DecodeDataset", "LocalExtract", "DecodedBatch", "collate_decoded", "decode_loader", "default_workers"]
 
@@ -79,7 +79,8 @@ class DecodeDataset(torch.utils.data.Dataset):
                  jpeg_bytes: bool = False, local: LocalExtract | None = None, exif: bool = False) -> None:
         self.paths = paths
         self.exif = exif
-        self.preprocess = preprocess
+        # Workers have PyTorch loaded: its resize is 5x Pillow's (see images.preprocess)
+        self.preprocess = replace(preprocess, resizer="torch") if isinstance(preprocess, Preprocessor) else preprocess
         self.max_pixels = max_pixels
         self.jpeg_bytes = jpeg_bytes and local is None  # local features need the host's pixels
         self.local = local
