@@ -7,6 +7,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,6 +157,35 @@ def test_a_full_disk_fails_the_batch_in_one_line_and_keeps_the_rest(tmp_path: Pa
     np.testing.assert_array_equal(vectors[1], record(0, dim=1024).vector)
     after.apply([record(999)])  # with room again, writing goes on
     after.close()
+
+
+def test_connections_racing_to_make_a_new_catalog_wal_all_succeed(tmp_path: Path) -> None:
+    """Three writers' first connections to one new file at the same moment: each switches it
+    to WAL, and SQLite answered the loser of that deadlock "database is locked" at once
+    (without waiting; 70 of 300 such races, and the cause of the flaky process test below)."""
+    for attempt in range(60):
+        path = tmp_path / f"{attempt}.sqlite"
+        start = threading.Barrier(3)
+        errors: list[BaseException] = []
+
+        def open_writer(path: Path = path, start: threading.Barrier = start,
+                        errors: list[BaseException] = errors) -> None:
+            engine = connection.sqlite_engine(path, connection.MODE_WRITE)
+            try:
+                start.wait()
+                with engine.connect() as conn:
+                    assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            except BaseException as e:  # noqa: BLE001 - collected for the assertion below
+                errors.append(e)
+            finally:
+                engine.dispose()
+
+        threads = [threading.Thread(target=open_writer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, f"attempt {attempt}: {errors[0]!r}"
 
 
 def test_processes_writing_one_new_catalog_never_see_database_is_locked(tmp_path: Path) -> None:
