@@ -17,6 +17,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
+from ..errors import UnknownNameError
+
 __all__ = ["RESIZERS", "CanvasMaker", "Preprocessor", "fit_size", "letterbox"]
 
 RESIZERS = ("pillow", "torch")
@@ -93,6 +95,10 @@ class Preprocessor:
     resize: str = "letterbox"
     interpolation: str = "bicubic"
     resizer: str = "pillow"
+
+    def __post_init__(self) -> None:
+        if self.resizer not in RESIZERS:
+            raise UnknownNameError(f"unknown resizer {self.resizer!r}; choose {', '.join(RESIZERS)}")
 
     def __call__(self, img: Image.Image) -> tuple[np.ndarray, int, int]:
         if self.resize == "squash":

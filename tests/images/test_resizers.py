@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from retrieval.errors import UnknownNameError
 from retrieval.extractors import ExtractorConfig, create_extractor
 from retrieval.images.batches import DecodeDataset
 from retrieval.images.preprocess import Preprocessor
@@ -54,6 +55,11 @@ def test_vectors_of_either_resizer_agree(photos: list[Image.Image]) -> None:
         vectors.append(extractor.embed(*extractor.batch_inputs(
             np.stack([c[0] for c in canvases]), np.array([c[1] for c in canvases]), np.array([c[2] for c in canvases]))))
     assert float((vectors[0] * vectors[1]).sum(1).min()) >= MIN_COSINE
+
+
+def test_an_unknown_resizer_is_refused() -> None:
+    with pytest.raises(UnknownNameError, match="resizer 'opencv'"):
+        Preprocessor(160, resizer="opencv")
 
 
 def test_nearest_neighbour_stays_pillows(photos: list[Image.Image]) -> None:
