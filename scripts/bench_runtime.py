@@ -119,8 +119,8 @@ def end_to_end(extractor: Extractor, folder: Path, workers: int, batch: int) -> 
 
 
 def e2e_alone(mode: str, workers: int, args: argparse.Namespace) -> dict[str, float]:
-    """Mode `mode`'s end to end at `workers` decode workers, and its model alone before and
-    after, in a process of its own: the other modes' thread pools (OpenVINO keeps one per
+    """Mode `mode`'s end to end at `workers` decode workers, then its model alone, in a
+    process of its own: the other modes' thread pools (OpenVINO keeps one per
     compiled model) would otherwise compete with this one's, as they never do in `retrieve
     index`. Runs this script with --e2e-child."""
     command = [sys.executable, __file__, "--e2e-child", f"{mode}:{workers}", "--count", str(args.count),

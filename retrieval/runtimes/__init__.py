@@ -166,28 +166,29 @@ def _int8(config: ExtractorConfig, kind: str, runtime: str, known: Manifest | No
         source = create_extractor(config, "cpu", "fp32")
         calibration = Calibration.from_files(source.preprocessor, calibration)
     recorded = known.extra.get(CALIBRATION_KEY) if known is not None and known.precision == "int8" else None
-    digest = calibration.digest() if calibration is not None else recorded
+    made = calibration.digest() if calibration is not None else None  # hashes its canvases (~50 MB): once
+    digest = made or recorded
     if known is not None and digest is not None:  # an index's graph, quantised before: no PyTorch model
         cached = quantized_graph(descriptor_graph(float_manifest(known)), digest)
         session = load_session("openvino", cached, None, intra_op_threads())
         if session is not None:
             return GraphExtractor(int8_manifest(known, digest), "openvino", session, cached.path)
-    if calibration is None and digest is not None:
-        raise RetrievalError(f"the int8 graph of this index (calibration {digest[:12]}) is neither in this machine's "
-                             "cache nor in the index folder (int8.onnx), and only the images it was calibrated on "
-                             "remake it: create the index again")
-    if calibration is None:
+    if calibration is None or made is None:  # (both or neither)
+        if recorded is not None:
+            raise RetrievalError(f"the int8 graph of this index (calibration {recorded[:12]}) is neither in this "
+                                 "machine's cache nor in the index folder (int8.onnx), and only the images it was "
+                                 "calibrated on remake it: create the index again")
         raise RetrievalError("int8 needs calibration images (the first images indexed); none were given")
     source = source or create_extractor(config, "cpu", "fp32")
     float_cached = descriptor_graph(source.manifest)
-    cached = quantized_graph(float_cached, calibration.digest())
+    cached = quantized_graph(float_cached, made)
 
     def build(out: Path) -> None:
         quantize(float_cached.ensure(lambda path: export_descriptor(source, path, OPSET)), calibration, out)
 
     session = load_session("openvino", cached, build, intra_op_threads())
     assert session is not None  # with a quantiser to build it, it is loaded or raises
-    return GraphExtractor(int8_manifest(source.manifest, calibration.digest()), "openvino", session, cached.path)
+    return GraphExtractor(int8_manifest(source.manifest, made), "openvino", session, cached.path)
 
 
 def _emulated(runtime: str) -> RuntimeUnsupportedError:
