@@ -13,13 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Generic, TypeVar
 
 import torch
 
 from ..options import Progress
-from .batches import DecodeDataset, DecodedBatch, LocalExtract, decode_loader
+from .batches import DecodeDataset, DecodedBatch, DecodeGate, LocalExtract, decode_loader
 from .device import decodes_on_device, finish_batch
 from .preprocess import CanvasMaker, Preprocessor
 
@@ -74,7 +74,10 @@ class EmbedLoop(Generic[R]):
         # The device resizes too, so it needs the plain Preprocessor (its filter and fit).
         device_pre = pre if isinstance(pre, Preprocessor) and self.local is None and \
             decodes_on_device(self.decode, self.device, pre.interpolation) else None
-        dataset = DecodeDataset(self.paths, pre, jpeg_bytes=device_pre is not None, local=self.local, exif=self.exif)
+        # On the CPU the workers decode only while the model waits for a batch (DecodeGate)
+        gate = DecodeGate() if self.device.type == "cpu" and self.workers > 0 else None
+        dataset = DecodeDataset(self.paths, pre, jpeg_bytes=device_pre is not None, local=self.local, exif=self.exif,
+                                gate=gate)
         loader = decode_loader(dataset, self.workers, self.device.type == "cuda", self.batch_size, self.batch_sampler)
         batches: Iterable[DecodedBatch] = loader
         if device_pre is not None:
@@ -83,7 +86,7 @@ class EmbedLoop(Generic[R]):
         # Where the loop's time goes (wall seconds; "writing" in the writer thread, beside the
         # others): the stage that fills the wall is the bottleneck. Reported by `retrieve index -v`.
         times = self.timings = dict.fromkeys(STAGES, 0.0)
-        with _writer(self.write, times) as write:
+        with _writer(self.write, times) as writer:
             pending = iter(batches)
             while True:
                 t0 = time.perf_counter()
@@ -92,11 +95,16 @@ class EmbedLoop(Generic[R]):
                 times["waiting_for_decoding"] += t1 - t0
                 if batch is None:
                     break
-                output = self.embed(batch) if batch.indices else None
+                if gate is not None:  # the last batch's commit does not compete with the model either
+                    writer.wait()
+                    t1, waited = time.perf_counter(), t1
+                    times["waiting_for_the_writer"] += t1 - waited
+                with gate.model_running() if gate is not None else nullcontext():
+                    output = self.embed(batch) if batch.indices else None
                 t2 = time.perf_counter()
                 times["model"] += t2 - t1
                 self.failures += [(d.index, d.error or "") for d in batch.failures]
-                write(batch, output)
+                writer.submit(batch, output)
                 times["waiting_for_the_writer"] += time.perf_counter() - t2
                 yield batch, output
                 done += len(batch.indices) + len(batch.failures)
@@ -109,33 +117,46 @@ class EmbedLoop(Generic[R]):
             pass
 
 
-@contextmanager
-def _writer(write: Callable[[DecodedBatch, R | None], None] | None, times: dict[str, float],
-            ) -> Iterator[Callable[[DecodedBatch, R | None], None]]:
-    """A submit function that runs `write` in a writer thread, one call in flight; waits
-    for the last call on exit. Without `write`, submitting does nothing. The writer's busy
-    time adds up in ``times["writing"]``."""
-    if write is None:
-        yield lambda batch, output: None
-        return
-    pending: list[Future[None]] = []
+class _Writer(Generic[R]):
+    """Runs `write` in a writer thread, one call in flight; without `write`, does nothing.
+    The writer's busy time adds up in ``times["writing"]``."""
 
-    def timed(batch: DecodedBatch, output: R | None) -> None:
+    def __init__(self, write: Callable[[DecodedBatch, R | None], None], times: dict[str, float],
+                 pool: ThreadPoolExecutor | None) -> None:
+        self.write, self.times, self.pool = write, times, pool
+        self.pending: Future[None] | None = None
+
+    def submit(self, batch: DecodedBatch, output: R | None) -> None:
+        """Hand this batch to the writer thread, once the previous call is done."""
+        if self.pool is None:
+            return
+        self.wait()
+        self.pending = self.pool.submit(self._timed, batch, output)
+
+    def wait(self) -> None:
+        """Return when the call in flight is done; raise what it raised."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def _timed(self, batch: DecodedBatch, output: R | None) -> None:
         start = time.perf_counter()
         try:
-            write(batch, output)
+            self.write(batch, output)
         finally:
-            times["writing"] += time.perf_counter() - start
+            self.times["writing"] += time.perf_counter() - start
 
+
+@contextmanager
+def _writer(write: Callable[[DecodedBatch, R | None], None] | None, times: dict[str, float]) -> Iterator[_Writer[R]]:
+    """A :class:`_Writer` whose last call is waited for on exit."""
+    if write is None:
+        yield _Writer(lambda batch, output: None, times, None)
+        return
     with ThreadPoolExecutor(1, thread_name_prefix="batch-writer") as pool:
-        def submit(batch: DecodedBatch, output: R | None) -> None:
-            if pending:
-                pending.pop().result()
-            pending.append(pool.submit(timed, batch, output))
-
-        yield submit
-        if pending:
-            pending.pop().result()
+        writer = _Writer(write, times, pool)
+        yield writer
+        writer.wait()
 
 
 def _one_ahead(items: Iterable[T], fn: Callable[[T], R]) -> Iterator[R]:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from retrieval.images.batches import DecodedBatch
+import numpy as np
+from PIL import Image
+
+from retrieval.images.batches import DecodedBatch, DecodeGate
 from retrieval.images.embedding import EmbedLoop
 from retrieval.images.preprocess import Preprocessor
 
@@ -70,3 +75,70 @@ def test_an_error_in_the_write_hook_surfaces(mixed: list[str]) -> None:
 
     with pytest.raises(OSError, match="disk full"):
         EmbedLoop(mixed, Preprocessor(32), lambda b: b.pixels, batch_size=2, write=write).run()
+
+
+@dataclass(frozen=True)
+class _Clocked:
+    """A slow canvas maker (40 ms an image) that notes in a file when each canvas is begun
+    (in a loader worker)."""
+
+    log: str
+    image_size: int = 32
+
+    def __call__(self, img: Image.Image) -> tuple[np.ndarray, int, int]:
+        with open(self.log, "a") as f:
+            f.write(f"{time.monotonic()}\n")
+        time.sleep(0.04)
+        return Preprocessor(self.image_size)(img)
+
+
+def _overlaps(tmp_path: Path, workers: int) -> tuple[int, int]:
+    """(canvases begun, commits running) while the model ran, in a CPU loop of slow model
+    calls and slow commits over 16 photos in batches of 2."""
+    log = tmp_path / "made.txt"
+    log.unlink(missing_ok=True)
+    model: list[tuple[float, float]] = []
+    writes: list[tuple[float, float]] = []
+
+    def timed(spans: list[tuple[float, float]], seconds: float) -> None:
+        start = time.monotonic()
+        time.sleep(seconds)
+        spans.append((start, time.monotonic()))
+
+    def embed(batch: DecodedBatch) -> torch.Tensor:
+        timed(model, 0.2)
+        return batch.pixels
+
+    paths = [str(p) for p in sample_photos(2)] * 8
+    EmbedLoop(paths, _Clocked(str(log)), embed, batch_size=2, workers=workers,
+              write=lambda batch, output: timed(writes, 0.1)).run()
+    made = [float(t) for t in log.read_text().split()]
+    assert len(made) == len(paths) and len(model) == 8
+    margin = 0.1  # a worker past the gate when it closed finishes the image in hand
+    decoding = sum(start + margin < t < end for t in made for start, end in model)
+    writing = sum(w0 < m1 and m0 < w1 for w0, w1 in writes for m0, m1 in model)
+    return decoding, writing
+
+
+def test_on_the_cpu_workers_decode_and_the_writer_commits_only_while_the_model_waits(tmp_path: Path) -> None:
+    assert _overlaps(tmp_path, workers=2) == (0, 0)
+
+
+def test_without_the_gate_workers_decode_beside_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above can fail: with the gate left open, workers decode ahead during the
+    model's calls; without workers (no gate), commits run beside the model."""
+    monkeypatch.setattr(DecodeGate, "model_running", lambda self: nullcontext())
+    assert _overlaps(tmp_path, workers=2)[0] > 0
+    assert _overlaps(tmp_path, workers=0)[1] > 0
+
+
+def test_a_closed_gate_holds_a_worker_for_one_model_call_at_most() -> None:
+    gate = DecodeGate()
+    gate.PAUSE_LIMIT_S = 0.2
+    with gate.model_running():
+        start = time.monotonic()
+        gate.wait()
+        assert 0.15 < time.monotonic() - start < 2
+    start = time.monotonic()
+    gate.wait()
+    assert time.monotonic() - start < 0.1
