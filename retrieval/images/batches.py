@@ -29,12 +29,14 @@ class DecodeGate:
     """Holds decode workers back while the model runs on the same CPU cores.
 
     A model on the CPU uses every core (one intra-op thread each); a worker decoding beside
-    it preempts one of those threads, and the others then wait for it at the end of each
-    operator, so each millisecond of decoding cost the model about a millisecond of wall
-    time on this project's 2-core machine (and 1.1 s of extra kernel time in 1,000 images:
-    spinning threads). Decoding only while the model waits for its next batch costs half
-    that: both cores decode then. Measured: 1,000 photos decoded then embedded took 11.25 s,
-    decoded while embedding 12.26 s (median of 5 alternating runs, OpenVINO, 2 workers).
+    it preempts one of those threads and the others wait for it at the end of each
+    operator, so on this project's 2-core machine each millisecond of decoding cost the
+    model about a millisecond of wall time. Decoding only while the model waits for its
+    next batch puts both cores on it then. Measured (scripts/bench_overlap.py and
+    bench_runtime.py, OpenVINO, 2 workers, 1,000 photos): the bare loop 11.96 s beside,
+    11.65 s gated, 11.00 s when everything is decoded first; the indexer, whose commits
+    also wait for the model's gaps, 0.80x its model alone before and 0.88x after (median
+    of 4 alternating runs).
 
     Made in the main process before the workers start (they inherit its event); a worker
     checks it before each file, so it finishes the image in hand and then waits.

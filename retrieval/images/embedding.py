@@ -5,7 +5,9 @@ Files are read and decoded in loader workers (:mod:`.batches`), each batch with 
 one good image goes through the caller's `embed` step, progress is reported per batch and
 failures are kept with their reasons. Two optional hooks make the same loop the indexing
 pipeline: `decode="device"` finishes each batch's JPEGs on the model's device in a helper
-thread, one batch ahead, and `write` runs in a writer thread while the next batch embeds.
+thread, one batch ahead, and `write` runs in a writer thread while the next batch embeds,
+or, on the CPU with decode workers, while the model waits for it (decoding then waits for
+those gaps too: :class:`~.batches.DecodeGate`).
 """
 
 from __future__ import annotations
