@@ -9,7 +9,9 @@ with decoding scheduled three ways, in one process, round-robin.
               decode only while the model waits for its next batch.
 
 For each: wall seconds, and the process's user and kernel CPU seconds (the model's
-threads; workers are other processes). Median of --repeats rounds.
+threads; workers are other processes). Median of --repeats rounds. The model is warm, so
+workers forked beside it (beside, gated) make its first write to each working buffer a
+copy-on-write fault: a fresh `retrieve index` forks before the model's first batch.
 
     .venv/bin/python scripts/bench_overlap.py --count 1000      # ~5 min on 2 cores
 
